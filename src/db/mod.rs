@@ -1,0 +1,229 @@
+//! Database access: which backend a URL selects, the connection pools, and the embedded
+//! migrations. SQL for each concept lives in that concept's `store.rs`; this module only
+//! owns connections and schema versions.
+//!
+//! Both backends run through sqlx's `Any` driver so one set of store functions serves
+//! both. Queries use `$1`-style placeholders, which SQLite accepts as numbered
+//! parameters, and only types `Any` maps faithfully (i64, f64, text, blobs): instants are
+//! stored as Unix milliseconds. Where the SQL really differs (row locking), the store
+//! asks [`Db::backend`].
+
+mod url;
+
+use std::path::{Path, PathBuf};
+use std::sync::Once;
+use std::time::Duration;
+
+use sqlx::any::AnyPoolOptions;
+use sqlx::migrate::{MigrateError, Migrator};
+use sqlx::{AnyPool, Executor};
+
+pub use url::{DatabaseUrl, UrlError};
+
+static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("src/db/migrations/sqlite");
+static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("src/db/migrations/postgres");
+
+/// Which database engine a [`Db`] talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Errors opening or migrating the database, each phrased so the operator knows what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error(transparent)]
+    Url(#[from] UrlError),
+    #[error("cannot open the SQLite database at {path}: {source} (check that the directory exists and is writable, or pass --database)")]
+    OpenSqlite { path: PathBuf, source: sqlx::Error },
+    #[error("cannot connect to PostgreSQL at {target}: {source} (check that the server is running and the URL is right)")]
+    ConnectPostgres { target: String, source: sqlx::Error },
+    #[error("the database was migrated by a newer qunfa (it has schema version {found}, this binary knows up to {known}); upgrade qunfa or point --database elsewhere")]
+    NewerSchema { found: i64, known: i64 },
+    #[error("a schema migration was edited after it was applied (version {0}); restore the original migration file")]
+    EditedMigration(i64),
+    #[error("applying database migrations failed: {0}")]
+    Migrate(#[source] MigrateError),
+    #[error("database error: {0}")]
+    Query(#[from] sqlx::Error),
+}
+
+/// Connection pools for one database.
+///
+/// SQLite allows one writer at a time; giving writes a single-connection pool turns lock
+/// contention (and `SQLITE_BUSY` upgrades from read to write transactions) into an
+/// orderly queue, while reads use a separate pool. PostgreSQL uses one pool for both.
+#[derive(Debug, Clone)]
+pub struct Db {
+    backend: Backend,
+    writer: AnyPool,
+    reader: AnyPool,
+    url: DatabaseUrl,
+}
+
+fn install_drivers() {
+    static INSTALL: Once = Once::new();
+    INSTALL.call_once(sqlx::any::install_default_drivers);
+}
+
+impl Db {
+    /// Opens the database (creating a SQLite file if needed) without touching the schema.
+    pub async fn connect(url: &DatabaseUrl) -> Result<Self, DbError> {
+        install_drivers();
+        match url {
+            DatabaseUrl::Sqlite(path) => Self::connect_sqlite(url, path).await,
+            DatabaseUrl::Postgres(_) => {
+                let pool = AnyPoolOptions::new()
+                    .max_connections(16)
+                    .acquire_timeout(Duration::from_secs(10))
+                    .connect(&url.sqlx_url())
+                    .await
+                    .map_err(|source| DbError::ConnectPostgres {
+                        target: url.redacted(),
+                        source,
+                    })?;
+                Ok(Self {
+                    backend: Backend::Postgres,
+                    writer: pool.clone(),
+                    reader: pool,
+                    url: url.clone(),
+                })
+            }
+        }
+    }
+
+    async fn connect_sqlite(url: &DatabaseUrl, path: &Path) -> Result<Self, DbError> {
+        let open_error = |source| DbError::OpenSqlite {
+            path: path.to_path_buf(),
+            source,
+        };
+        let writer = sqlite_pool(&url.sqlx_url(), 1)
+            .await
+            .map_err(open_error)?;
+        let reader = sqlite_pool(&url.sqlx_url(), 4)
+            .await
+            .map_err(open_error)?;
+        Ok(Self {
+            backend: Backend::Sqlite,
+            writer,
+            reader,
+            url: url.clone(),
+        })
+    }
+
+    /// Opens the database and brings its schema up to date.
+    pub async fn open(url: &DatabaseUrl) -> Result<Self, DbError> {
+        let db = Self::connect(url).await?;
+        db.migrate().await?;
+        Ok(db)
+    }
+
+    /// Applies every embedded migration that has not run yet; refuses a schema that a newer
+    /// binary wrote, since running old code on it could corrupt data.
+    pub async fn migrate(&self) -> Result<MigrationReport, DbError> {
+        let migrator = self.migrator();
+        let known = migrator.iter().map(|m| m.version).max().unwrap_or(0);
+        let before = self.applied_versions().await?;
+        if let Some(&found) = before.iter().find(|v| **v > known) {
+            return Err(DbError::NewerSchema { found, known });
+        }
+        migrator.run(&self.writer).await.map_err(|e| match e {
+            MigrateError::VersionMissing(found) => DbError::NewerSchema { found, known },
+            MigrateError::VersionMismatch(v) => DbError::EditedMigration(v),
+            other => DbError::Migrate(other),
+        })?;
+        let after = self.applied_versions().await?;
+        Ok(MigrationReport {
+            applied: after.len().saturating_sub(before.len()),
+            version: after.iter().copied().max().unwrap_or(0),
+        })
+    }
+
+    fn migrator(&self) -> &'static Migrator {
+        match self.backend {
+            Backend::Sqlite => &SQLITE_MIGRATIONS,
+            Backend::Postgres => &POSTGRES_MIGRATIONS,
+        }
+    }
+
+    async fn applied_versions(&self) -> Result<Vec<i64>, DbError> {
+        let exists: Option<(i64,)> = match self.backend {
+            Backend::Sqlite => {
+                sqlx::query_as(
+                    "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'",
+                )
+                .fetch_optional(&self.reader)
+                .await?
+            }
+            Backend::Postgres => {
+                sqlx::query_as("SELECT 1::BIGINT FROM pg_tables WHERE tablename = '_sqlx_migrations' AND schemaname = current_schema()")
+                    .fetch_optional(&self.reader)
+                    .await?
+            }
+        };
+        if exists.is_none() {
+            return Ok(Vec::new());
+        }
+        let rows: Vec<(i64,)> = sqlx::query_as("SELECT version FROM _sqlx_migrations WHERE success")
+            .fetch_all(&self.reader)
+            .await?;
+        Ok(rows.into_iter().map(|(v,)| v).collect())
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// The pool for statements that write (and for reads that must see the latest write).
+    pub fn writer(&self) -> &AnyPool {
+        &self.writer
+    }
+
+    /// The pool for read-only queries.
+    pub fn reader(&self) -> &AnyPool {
+        &self.reader
+    }
+
+    pub fn url(&self) -> &DatabaseUrl {
+        &self.url
+    }
+
+    /// A cheap round trip, for `/readyz`.
+    pub async fn ping(&self) -> Result<(), sqlx::Error> {
+        sqlx::query("SELECT 1").execute(&self.reader).await.map(|_| ())
+    }
+
+    pub async fn close(&self) {
+        self.writer.close().await;
+        self.reader.close().await;
+    }
+}
+
+/// What `qunfa migrate` reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MigrationReport {
+    pub applied: usize,
+    pub version: i64,
+}
+
+async fn sqlite_pool(url: &str, max_connections: u32) -> Result<AnyPool, sqlx::Error> {
+    AnyPoolOptions::new()
+        .max_connections(max_connections)
+        .min_connections(1)
+        .acquire_timeout(Duration::from_secs(30))
+        .after_connect(|conn, _meta| {
+            Box::pin(async move {
+                // WAL lets readers proceed while the single writer commits; FULL sync makes
+                // an accepted command or queued message survive a power cut, not just a
+                // process kill. busy_timeout covers the reader pool meeting a checkpoint.
+                conn.execute("PRAGMA journal_mode = WAL").await?;
+                conn.execute("PRAGMA synchronous = FULL").await?;
+                conn.execute("PRAGMA busy_timeout = 10000").await?;
+                conn.execute("PRAGMA foreign_keys = ON").await?;
+                Ok(())
+            })
+        })
+        .connect(url)
+        .await
+}

@@ -1,0 +1,263 @@
+//! The validated shape of `bot-rules/`: what every other module reads. No I/O here except
+//! resolving a secret from the environment, which is deliberately late (at account build
+//! time) so a missing variable disables one account instead of the whole service.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+
+/// Who may do what, in increasing order of power. Operators in chat and admin API tokens
+/// share this ladder, so "operator" means the same thing on both surfaces.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Viewer,
+    Operator,
+    Approver,
+    Admin,
+}
+
+impl Role {
+    pub const ALL: [Role; 4] = [Role::Viewer, Role::Operator, Role::Approver, Role::Admin];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Operator => "operator",
+            Role::Approver => "approver",
+            Role::Admin => "admin",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Role> {
+        Role::ALL.into_iter().find(|role| role.as_str() == text)
+    }
+
+    /// Whether someone holding `self` may do what `required` demands.
+    pub fn allows(self, required: Role) -> bool {
+        self >= required
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A secret named by the environment variable that holds it; the rules never hold the
+/// value itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretRef {
+    pub env: String,
+}
+
+impl SecretRef {
+    pub fn new(env: impl Into<String>) -> Self {
+        Self { env: env.into() }
+    }
+
+    /// Reads the variable now. The error names the variable, for the log, `/readyz` and
+    /// `check-rules`, and never contains a value.
+    pub fn resolve(&self) -> Result<SecretString, String> {
+        match std::env::var(&self.env) {
+            Ok(value) if !value.trim().is_empty() => Ok(SecretString::from(value)),
+            Ok(_) => Err(format!("environment variable `{}` is empty", self.env)),
+            Err(std::env::VarError::NotPresent) => {
+                Err(format!("environment variable `{}` is not set", self.env))
+            }
+            Err(std::env::VarError::NotUnicode(_)) => Err(format!(
+                "environment variable `{}` is not valid UTF-8",
+                self.env
+            )),
+        }
+    }
+}
+
+/// The whole, validated rule set. Cheap to share behind an `Arc`; replaced as a whole on
+/// reload.
+#[derive(Debug, Clone)]
+pub struct Rules {
+    /// The directory the rules were read from; relative paths inside the rules (such as a
+    /// `log` channel's file) are resolved against the working directory, not this.
+    pub dir: PathBuf,
+    pub delivery: DeliverySettings,
+    pub inbound: Vec<InboundAccount>,
+    pub channels: Vec<ChannelAccount>,
+    pub operators: Vec<Operator>,
+    /// Keyed by the built-in command name (`help`, `whoami`, …).
+    pub commands: BTreeMap<String, CommandRule>,
+    pub api_tokens: Vec<ApiToken>,
+}
+
+/// How the outbox behaves. Lives in the rules so it reloads with them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeliverySettings {
+    /// Total time one provider call may take.
+    pub http_timeout: Duration,
+    /// How long a claimed job stays reserved for its worker; after this a crashed
+    /// worker's job is claimed again. Must exceed `http_timeout`.
+    pub lease: Duration,
+    /// Concurrent sends per instance.
+    pub concurrency: usize,
+    /// How often idle workers look for due jobs.
+    pub poll_interval: Duration,
+    pub retry: RetryPolicy,
+}
+
+impl Default for DeliverySettings {
+    fn default() -> Self {
+        Self {
+            http_timeout: Duration::from_secs(10),
+            lease: Duration::from_secs(60),
+            concurrency: 32,
+            poll_interval: Duration::from_millis(500),
+            retry: RetryPolicy::default(),
+        }
+    }
+}
+
+/// When to try a failed send again: data, not code, so operators can tune it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetryPolicy {
+    /// Wait before retry N (the last entry repeats until `max_age`).
+    pub schedule: Vec<Duration>,
+    /// Fraction of each wait added or removed at random (0.2 = ±20 %), so a burst of
+    /// failures does not retry in lockstep.
+    pub jitter: f64,
+    /// A job older than this is dead rather than retried.
+    pub max_age: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        let secs = Duration::from_secs;
+        Self {
+            schedule: vec![
+                secs(5),
+                secs(30),
+                secs(2 * 60),
+                secs(10 * 60),
+                secs(30 * 60),
+                secs(60 * 60),
+                secs(2 * 60 * 60),
+                secs(6 * 60 * 60),
+            ],
+            jitter: 0.2,
+            max_age: secs(24 * 60 * 60),
+        }
+    }
+}
+
+/// A chat account that sends us callbacks; `id` is the `/webhooks/{id}` path segment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InboundAccount {
+    pub id: String,
+    pub platform: InboundPlatform,
+}
+
+/// Platform-specific settings of an inbound account. Platforms arrive one by one; the
+/// loader refuses a platform this binary does not implement with a clear message.
+#[derive(Debug, Clone, PartialEq)]
+pub enum InboundPlatform {
+    /// The local console (`qunfa shell`): loopback only, authenticated by the token file
+    /// that `serve` writes beside its database.
+    Shell,
+}
+
+impl InboundPlatform {
+    /// The platform name as written in the rules and recorded in audits.
+    pub fn name(&self) -> &'static str {
+        match self {
+            InboundPlatform::Shell => "shell",
+        }
+    }
+}
+
+/// An outbound account.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChannelAccount {
+    pub id: String,
+    pub kind: ChannelKind,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ChannelKind {
+    /// Appends each message as a JSON line to `path`.
+    Log { path: PathBuf },
+    /// POSTs each message to `url`, signed per Standard Webhooks with the `whsec_` secret.
+    Webhook { url: String, secret: SecretRef },
+}
+
+impl ChannelKind {
+    pub fn name(&self) -> &'static str {
+        match self {
+            ChannelKind::Log { .. } => "log",
+            ChannelKind::Webhook { .. } => "webhook",
+        }
+    }
+}
+
+/// A person allowed to command the bot, by their id on one platform.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Operator {
+    /// Platform name as in [`InboundPlatform::name`].
+    pub platform: String,
+    pub user: String,
+    pub role: Role,
+}
+
+/// How one built-in command is called and who may call it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandRule {
+    /// The built-in command this configures (`help`, `whoami`).
+    pub name: String,
+    /// Other names, typically Chinese (`帮助`).
+    pub aliases: Vec<String>,
+    /// `None`: anyone may call it, operator or not (`/whoami`, so people can onboard).
+    pub role: Option<Role>,
+    /// One line for `/help`.
+    pub summary: String,
+    /// The argument synopsis, e.g. `[command]`.
+    pub usage: String,
+}
+
+/// An admin API bearer token, stored only as the SHA-256 of the token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiToken {
+    pub name: String,
+    pub role: Role,
+    pub sha256: [u8; 32],
+}
+
+impl Rules {
+    /// The role of a platform user, if they are an operator.
+    pub fn role_of(&self, platform: &str, user: &str) -> Option<Role> {
+        self.operators
+            .iter()
+            .filter(|op| op.platform == platform && op.user == user)
+            .map(|op| op.role)
+            .max()
+    }
+
+    pub fn inbound_account(&self, id: &str) -> Option<&InboundAccount> {
+        self.inbound.iter().find(|account| account.id == id)
+    }
+
+    pub fn channel(&self, id: &str) -> Option<&ChannelAccount> {
+        self.channels.iter().find(|account| account.id == id)
+    }
+
+    /// Finds a command by its name or any alias, case-insensitively for ASCII names.
+    pub fn command(&self, name_or_alias: &str) -> Option<&CommandRule> {
+        let wanted = name_or_alias.to_lowercase();
+        self.commands.values().find(|command| {
+            command.name == wanted || command.aliases.iter().any(|a| a.to_lowercase() == wanted)
+        })
+    }
+}
