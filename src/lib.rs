@@ -11,5 +11,6 @@ pub mod app;
 pub mod channels;
 pub mod clock;
 pub mod db;
+pub mod delivery;
 pub mod inbound;
 pub mod rules;
