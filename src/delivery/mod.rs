@@ -4,9 +4,11 @@
 
 pub mod policy;
 pub mod store;
+pub mod worker;
 
 pub use policy::Next;
 pub use store::{
     AttemptRow, ClaimedJob, Completion, Enqueued, JobRow, JobState, NewJob, Outbox, OutboxSummary,
     Requeue,
 };
+pub use worker::{DeliverySetup, Dispatcher, report_gauges};
