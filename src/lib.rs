@@ -8,6 +8,7 @@
 //! `http` assembles the router; `app` wires everything for `qunfa serve`.
 
 pub mod app;
+pub mod bot;
 pub mod channels;
 pub mod clock;
 pub mod db;
