@@ -11,6 +11,7 @@ pub mod app;
 pub mod bot;
 pub mod channels;
 pub mod clock;
+pub mod console;
 pub mod db;
 pub mod inbound;
 pub mod rules;

@@ -55,7 +55,10 @@ pub enum Failure {
     /// Something failed on our side; audited as `error`.
     #[cfg_attr(
         not(test),
-        expect(dead_code, reason = "no built-in fails internally yet; campaign commands will")
+        expect(
+            dead_code,
+            reason = "no built-in fails internally yet; campaign commands will"
+        )
     )]
     Internal(String),
 }
@@ -113,7 +116,10 @@ fn help(call: &Invocation<'_>) -> Result<Vec<Reply>, Failure> {
 fn whoami(call: &Invocation<'_>) -> Result<Vec<Reply>, Failure> {
     let parsed = call.parsed;
     if !parsed.flags.is_empty() || !parsed.args.is_empty() {
-        return Err(Failure::Invalid(text::bad_arguments(call.lang, call.command)));
+        return Err(Failure::Invalid(text::bad_arguments(
+            call.lang,
+            call.command,
+        )));
     }
     let event = call.event;
     let identity = Identity {

@@ -125,9 +125,13 @@ fn a_quoted_token_is_an_argument_even_when_it_looks_like_a_flag() {
 
 #[test]
 fn body_is_every_line_after_the_first_verbatim() {
-    let command = parsed("/campaign new 双十一 --segment vip\r\n亲爱的 {name}：\n\n  双十一快乐！\n");
+    let command =
+        parsed("/campaign new 双十一 --segment vip\r\n亲爱的 {name}：\n\n  双十一快乐！\n");
     assert_eq!(command.args, strings(&["new", "双十一"]));
-    assert_eq!(command.body.as_deref(), Some("亲爱的 {name}：\n\n  双十一快乐！\n"));
+    assert_eq!(
+        command.body.as_deref(),
+        Some("亲爱的 {name}：\n\n  双十一快乐！\n")
+    );
     assert_eq!(parsed("/help\n").body, None);
 }
 

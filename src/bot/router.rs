@@ -118,7 +118,12 @@ impl Bot {
         work: impl Future<Output = Result<Vec<Reply>, Failure>>,
     ) -> Vec<Reply> {
         let started = if has_effects {
-            match store::insert_audit(&self.db, &self.record(event, &command.name, Outcome::Started)).await {
+            match store::insert_audit(
+                &self.db,
+                &self.record(event, &command.name, Outcome::Started),
+            )
+            .await
+            {
                 Ok(id) => Some(id),
                 Err(error) => {
                     tracing::error!(command = %command.name, %error, "refusing a command with effects: its audit row could not be written");

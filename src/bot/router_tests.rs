@@ -44,10 +44,18 @@ async fn whoami_answers_anyone_and_explains_onboarding_to_strangers() {
     assert_eq!(rows.len(), 2);
     let row = &rows[1];
     assert_eq!(
-        (row.at, row.platform.as_str(), row.account.as_str(), row.chat.as_str()),
+        (
+            row.at,
+            row.platform.as_str(),
+            row.account.as_str(),
+            row.chat.as_str()
+        ),
         (START_MS, "shell", "shell", "console")
     );
-    assert_eq!((row.sender.as_str(), row.command.as_str()), ("zhang.san", "whoami"));
+    assert_eq!(
+        (row.sender.as_str(), row.command.as_str()),
+        ("zhang.san", "whoami")
+    );
     assert_eq!(row.outcome, Outcome::Ok);
 }
 
@@ -70,7 +78,10 @@ async fn help_lists_only_the_commands_the_caller_may_use() {
     rules.commands.get_mut("help").unwrap().role = None;
 
     let viewer = ask(&bot, &rules, "viewer", "/help").await;
-    assert!(viewer.contains("/help [command] (aliases: 帮助, h)"), "{viewer}");
+    assert!(
+        viewer.contains("/help [command] (aliases: 帮助, h)"),
+        "{viewer}"
+    );
     assert!(!viewer.contains("/whoami"), "{viewer}");
 
     let admin = ask(&bot, &rules, "admin", "/help").await;
@@ -163,8 +174,17 @@ async fn unknown_slash_words_get_a_suggestion_only_when_close() {
 async fn chatter_gets_no_reply_and_no_audit_row() {
     let (_dir, db, bot) = setup().await;
     let rules = test_support::rules();
-    for text in ["hello there", "帮主 你好", "it's \"unclosed", "", "   ", "/"] {
-        let replies = bot.handle(&rules, &test_support::event("viewer", text)).await;
+    for text in [
+        "hello there",
+        "帮主 你好",
+        "it's \"unclosed",
+        "",
+        "   ",
+        "/",
+    ] {
+        let replies = bot
+            .handle(&rules, &test_support::event("viewer", text))
+            .await;
         assert!(replies.is_empty(), "{text:?} got {replies:?}");
     }
     assert!(outcomes(&db).await.is_empty());
@@ -223,7 +243,10 @@ async fn a_command_with_effects_does_not_run_without_its_audit_row() {
         .run_audited(&event, &whoami_rule(), true, Lang::En, work)
         .await;
     assert!(!ran.load(std::sync::atomic::Ordering::SeqCst));
-    assert_eq!(replies, vec![Reply::text(text::audit_unavailable(Lang::En))]);
+    assert_eq!(
+        replies,
+        vec![Reply::text(text::audit_unavailable(Lang::En))]
+    );
 }
 
 #[tokio::test]

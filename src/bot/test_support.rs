@@ -5,6 +5,11 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
+use secrecy::SecretString;
+
+use crate::app::{AppState, Live};
+use crate::channels::ChannelRegistry;
 use crate::clock::{ManualClock, SharedClock};
 use crate::db::{DatabaseUrl, Db};
 use crate::inbound::{ChatEvent, ChatKind};
@@ -55,7 +60,10 @@ pub fn rules() -> Rules {
             platform: InboundPlatform::Shell,
         }],
         channels: Vec::new(),
-        operators: vec![operator("admin", Role::Admin), operator("viewer", Role::Viewer)],
+        operators: vec![
+            operator("admin", Role::Admin),
+            operator("viewer", Role::Viewer),
+        ],
         commands: commands
             .into_iter()
             .map(|command| (command.name.clone(), command))
@@ -89,4 +97,24 @@ pub async fn db() -> (tempfile::TempDir, Db) {
 
 pub fn clock() -> SharedClock {
     Arc::new(ManualClock::new(START_MS))
+}
+
+/// Application state over [`rules`], with `token` as the shell token and the given
+/// inbound accounts disabled.
+pub fn app_state(db: Db, token: &str, disabled_inbound: Vec<(String, String)>) -> AppState {
+    let live = Live {
+        rules: Arc::new(rules()),
+        channels: ChannelRegistry::default(),
+        disabled_inbound,
+    };
+    AppState {
+        db,
+        live: Arc::new(ArcSwap::from_pointee(live)),
+        clock: clock(),
+        metrics: metrics_exporter_prometheus::PrometheusBuilder::new()
+            .build_recorder()
+            .handle(),
+        shell_token: Arc::new(SecretString::from(token.to_string())),
+        admin_token: None,
+    }
 }

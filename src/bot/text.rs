@@ -81,7 +81,9 @@ pub fn unknown_command(lang: Lang, typed: &str, suggestion: Option<&str>) -> Str
     let typed = shorten(typed);
     match (lang, suggestion) {
         (Lang::En, Some(s)) => {
-            format!("unknown command `/{typed}`; did you mean `/{s}`? Send /help for the commands you may use.")
+            format!(
+                "unknown command `/{typed}`; did you mean `/{s}`? Send /help for the commands you may use."
+            )
         }
         (Lang::En, None) => {
             format!("unknown command `/{typed}`. Send /help for the commands you may use.")
@@ -230,11 +232,19 @@ pub fn help_detail(lang: Lang, command: &CommandRule, caller_may_use: bool) -> S
     match (lang, caller_may_use) {
         (Lang::En, may) => format!(
             "{usage}\n{summary}\naliases: {aliases}\nrequired role: {role}{}",
-            if may { "" } else { "\nyou may not use this command" }
+            if may {
+                ""
+            } else {
+                "\nyou may not use this command"
+            }
         ),
         (Lang::Zh, may) => format!(
             "{usage}\n{summary}\n别名：{aliases}\n所需角色：{role}{}",
-            if may { "" } else { "\n您无权使用该命令" }
+            if may {
+                ""
+            } else {
+                "\n您无权使用该命令"
+            }
         ),
     }
 }
@@ -242,7 +252,9 @@ pub fn help_detail(lang: Lang, command: &CommandRule, caller_may_use: bool) -> S
 pub fn help_unknown_topic(lang: Lang, topic: &str) -> String {
     let topic = shorten(topic);
     match lang {
-        Lang::En => format!("there is no command `{topic}`. Send /help for the commands you may use."),
+        Lang::En => {
+            format!("there is no command `{topic}`. Send /help for the commands you may use.")
+        }
         Lang::Zh => format!("没有名为 `{topic}` 的命令。发送「帮助」查看您可以使用的命令。"),
     }
 }

@@ -91,7 +91,11 @@ async fn receive(
         .into_response();
     };
     let platform = account.platform.name();
-    if let Some((_, reason)) = live.disabled_inbound.iter().find(|(id, _)| *id == account.id) {
+    if let Some((_, reason)) = live
+        .disabled_inbound
+        .iter()
+        .find(|(id, _)| *id == account.id)
+    {
         // The reason names environment variables: fine for the log, not for the caller.
         tracing::warn!(inbound.account = %account.id, %reason, "refused a callback for a disabled inbound account");
         count(platform, Verdict::Disabled);

@@ -1,38 +1,19 @@
 //! The shell endpoint through the real router, and the token file on a real filesystem.
 
-use std::net::SocketAddr;
-use std::os::unix::fs::PermissionsExt;
-use std::sync::Arc;
-
-use arc_swap::ArcSwap;
 use axum::body::Body;
 use axum::http::header::CONTENT_TYPE;
 use serde_json::{Value, json};
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
 use tower::ServiceExt;
 
 use super::*;
-use crate::app::Live;
 use crate::bot::test_support;
-use crate::channels::ChannelRegistry;
 
 const TOKEN: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 
 fn state(db: crate::db::Db, disabled_inbound: Vec<(String, String)>) -> AppState {
-    let live = Live {
-        rules: Arc::new(test_support::rules()),
-        channels: ChannelRegistry::default(),
-        disabled_inbound,
-    };
-    AppState {
-        db,
-        live: Arc::new(ArcSwap::from_pointee(live)),
-        clock: test_support::clock(),
-        metrics: metrics_exporter_prometheus::PrometheusBuilder::new()
-            .build_recorder()
-            .handle(),
-        shell_token: Arc::new(SecretString::from(TOKEN)),
-        admin_token: None,
-    }
+    test_support::app_state(db, TOKEN, disabled_inbound)
 }
 
 struct Call {
@@ -89,7 +70,10 @@ async fn a_local_caller_with_the_token_gets_the_bots_replies() {
     let (status, answer) = send(state(db.clone(), vec![]), Call::new(body)).await;
     assert_eq!(status, StatusCode::OK, "{answer}");
     let text = answer["replies"][0]["text"].as_str().unwrap();
-    assert!(text.contains("platform: shell\nuser id: admin\nname: Ada"), "{text}");
+    assert!(
+        text.contains("platform: shell\nuser id: admin\nname: Ada"),
+        "{text}"
+    );
     assert!(text.contains("role: admin"), "{text}");
 
     let audit = crate::bot::recent_audit(&db, 1).await.unwrap();
@@ -225,9 +209,16 @@ fn token_file_errors_say_what_to_do_without_quoting_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("qunfa.db.shell-token");
     let missing = read_token_file(&path).unwrap_err().to_string();
-    assert!(missing.contains("is `qunfa serve` running with the same --database?"), "{missing}");
+    assert!(
+        missing.contains("is `qunfa serve` running with the same --database?"),
+        "{missing}"
+    );
 
-    fs::write(&path, r#"{"url": "http://x", "account": "shell", "token": 12345678}"#).unwrap();
+    fs::write(
+        &path,
+        r#"{"url": "http://x", "account": "shell", "token": 12345678}"#,
+    )
+    .unwrap();
     let damaged = read_token_file(&path).unwrap_err().to_string();
     assert!(damaged.contains("restart `qunfa serve`"), "{damaged}");
     assert!(!damaged.contains("12345678"), "{damaged}");
