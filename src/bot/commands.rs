@@ -16,6 +16,7 @@ pub enum Builtin {
 impl Builtin {
     pub const ALL: [Builtin; 2] = [Builtin::Help, Builtin::Whoami];
 
+    /// The name `[[command]] name = "…"` refers to.
     pub fn name(self) -> &'static str {
         match self {
             Builtin::Help => "help",
@@ -23,6 +24,7 @@ impl Builtin {
         }
     }
 
+    /// The built-in a rules command name refers to, if this binary has it.
     pub fn from_name(name: &str) -> Option<Builtin> {
         Builtin::ALL.into_iter().find(|b| b.name() == name)
     }

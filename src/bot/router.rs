@@ -28,6 +28,7 @@ pub struct Bot {
 }
 
 impl Bot {
+    /// Cheap: both are shared handles.
     pub fn new(db: Db, clock: SharedClock) -> Self {
         Self { db, clock }
     }

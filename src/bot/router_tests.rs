@@ -83,6 +83,11 @@ async fn help_lists_only_the_commands_the_caller_may_use() {
         "{viewer}"
     );
     assert!(!viewer.contains("/whoami"), "{viewer}");
+    let detail = ask(&bot, &rules, "viewer", "/help whoami").await;
+    assert!(
+        detail.contains("required role: admin\nyou may not use this command"),
+        "{detail}"
+    );
 
     let admin = ask(&bot, &rules, "admin", "/help").await;
     assert!(admin.contains("/help [command]"), "{admin}");

@@ -31,6 +31,7 @@ impl Outcome {
         Outcome::Error,
     ];
 
+    /// The stored spelling.
     pub fn as_str(self) -> &'static str {
         match self {
             Outcome::Started => "started",
@@ -42,6 +43,7 @@ impl Outcome {
         }
     }
 
+    /// Reads the stored spelling back.
     pub fn parse(text: &str) -> Option<Outcome> {
         Outcome::ALL.into_iter().find(|o| o.as_str() == text)
     }

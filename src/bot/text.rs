@@ -12,6 +12,7 @@ pub enum Lang {
 }
 
 impl Lang {
+    /// Chinese when the word holds a CJK character, English otherwise.
     pub fn for_word(word: &str) -> Lang {
         if word.chars().any(is_cjk) {
             Lang::Zh

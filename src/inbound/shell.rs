@@ -168,6 +168,7 @@ pub struct ShellEndpoint {
     pub token: SecretString,
 }
 
+/// Why the console cannot use the token file, each saying what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum TokenFileError {
     #[error("no token file at {}: is `qunfa serve` running with the same --database?", .path.display())]
