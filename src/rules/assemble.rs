@@ -29,7 +29,10 @@ pub(super) fn assemble(dir: &Path, files: Vec<FileRules>, problems: &mut Vec<Pro
     let mut operator_keys = FirstSeen::default();
     let mut token_names = FirstSeen::default();
     let mut token_digests = FirstSeen::default();
-    let platforms: HashSet<String> = files.iter().flat_map(|file| file.inbound_platforms.iter().cloned()).collect();
+    let platforms: HashSet<String> = files
+        .iter()
+        .flat_map(|file| file.inbound_platforms.iter().cloned())
+        .collect();
     let mut commands = Vec::new();
 
     for file in files {
@@ -46,21 +49,39 @@ pub(super) fn assemble(dir: &Path, files: Vec<FileRules>, problems: &mut Vec<Pro
             }
         }
         for account in file.inbound {
-            if inbound_ids.is_new(&account.value.id, &account.pos, "inbound id", "[[inbound]] account", problems) {
+            if inbound_ids.is_new(
+                &account.value.id,
+                &account.pos,
+                "inbound id",
+                "[[inbound]] account",
+                problems,
+            ) {
                 rules.inbound.push(account.value);
             }
         }
         for account in file.channels {
-            if channel_ids.is_new(&account.value.id, &account.pos, "channel id", "[[channel]]", problems) {
+            if channel_ids.is_new(
+                &account.value.id,
+                &account.pos,
+                "channel id",
+                "[[channel]]",
+                problems,
+            ) {
                 rules.channels.push(account.value);
             }
         }
         for operator in file.operators {
             if !platforms.contains(&operator.platform.value) {
-                problems.push(Problem::at(&operator.platform.pos, unused_platform_message(&operator.platform.value, &platforms)));
+                problems.push(Problem::at(
+                    &operator.platform.pos,
+                    unused_platform_message(&operator.platform.value, &platforms),
+                ));
                 continue;
             }
-            let key = format!("`{}` on platform `{}`", operator.user.value, operator.platform.value);
+            let key = format!(
+                "`{}` on platform `{}`",
+                operator.user.value, operator.platform.value
+            );
             if let Some((first, _)) = operator_keys.claim(&key, &operator.user.pos, "") {
                 problems.push(Problem::at(
                     &operator.user.pos,
@@ -76,7 +97,13 @@ pub(super) fn assemble(dir: &Path, files: Vec<FileRules>, problems: &mut Vec<Pro
         }
         for token in file.api_tokens {
             let digest = hex::encode(token.value.sha256);
-            let name_is_new = token_names.is_new(&token.value.name, &token.pos, "api_token name", "[[api_token]]", problems);
+            let name_is_new = token_names.is_new(
+                &token.value.name,
+                &token.pos,
+                "api_token name",
+                "[[api_token]]",
+                problems,
+            );
             let earlier = token_digests.claim(&digest, &token.pos, &token.value.name);
             if let Some((first, first_name)) = &earlier {
                 problems.push(Problem::at(
@@ -129,12 +156,20 @@ impl FirstSeen {
         if let Some(first) = self.seen.get(key) {
             return Some(first.clone());
         }
-        self.seen.insert(key.to_string(), (pos.clone(), owner.to_string()));
+        self.seen
+            .insert(key.to_string(), (pos.clone(), owner.to_string()));
         None
     }
 
     /// Claims an id or name; a duplicate is reported with where the first one is.
-    fn is_new(&mut self, key: &str, pos: &Pos, what: &str, section: &str, problems: &mut Vec<Problem>) -> bool {
+    fn is_new(
+        &mut self,
+        key: &str,
+        pos: &Pos,
+        what: &str,
+        section: &str,
+        problems: &mut Vec<Problem>,
+    ) -> bool {
         match self.claim(key, pos, "") {
             Some((first, _)) => {
                 problems.push(Problem::at(
@@ -150,7 +185,10 @@ impl FirstSeen {
 
 /// Checks command names and aliases, then adds the default of every built-in command the
 /// rules leave out, so the bot always answers `/help` and `/whoami`.
-fn assemble_commands(raw: Vec<RawCommand>, problems: &mut Vec<Problem>) -> BTreeMap<String, CommandRule> {
+fn assemble_commands(
+    raw: Vec<RawCommand>,
+    problems: &mut Vec<Problem>,
+) -> BTreeMap<String, CommandRule> {
     let mut names = FirstSeen::default();
     let mut accepted = Vec::new();
     for command in raw {
@@ -190,7 +228,10 @@ fn assemble_commands(raw: Vec<RawCommand>, problems: &mut Vec<Problem>) -> BTree
         for alias in command.aliases {
             let lowered = alias.value.to_lowercase();
             let complaint = if lowered == owner {
-                Some(format!("alias `{}` repeats the command's own name; remove it", alias.value))
+                Some(format!(
+                    "alias `{}` repeats the command's own name; remove it",
+                    alias.value
+                ))
             } else if BUILTIN_COMMANDS.contains(&lowered.as_str()) {
                 Some(format!(
                     "alias `{}` of `{owner}` is the name of the built-in command `{lowered}`; choose another alias",
@@ -228,7 +269,8 @@ fn assemble_commands(raw: Vec<RawCommand>, problems: &mut Vec<Problem>) -> BTree
         }
         if let Some(mut rule) = default_command(name) {
             // A configured command's alias wins over a default one.
-            rule.aliases.retain(|alias| !taken.contains_key(&alias.to_lowercase()));
+            rule.aliases
+                .retain(|alias| !taken.contains_key(&alias.to_lowercase()));
             commands.insert(name.to_string(), rule);
         }
     }

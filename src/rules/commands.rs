@@ -16,12 +16,7 @@ pub fn default_command(name: &str) -> Option<CommandRule> {
             "List the commands you may use, or show how to use one",
             "[command]",
         ),
-        "whoami" => (
-            "我是谁",
-            None,
-            "Show your platform, user id and role",
-            "",
-        ),
+        "whoami" => ("我是谁", None, "Show your platform, user id and role", ""),
         _ => return None,
     };
     Some(CommandRule {

@@ -115,8 +115,21 @@ mod tests {
     #[test]
     fn refuses_ambiguous_or_pointless_forms() {
         for text in [
-            "", "5", "1.5h", "5 s", "-5s", "5sec", "1m 1h", "1s 1s", "0s", "0ms", "PT5S", "366d",
-            "99999999999999999999s", "5s,", "h",
+            "",
+            "5",
+            "1.5h",
+            "5 s",
+            "-5s",
+            "5sec",
+            "1m 1h",
+            "1s 1s",
+            "0s",
+            "0ms",
+            "PT5S",
+            "366d",
+            "99999999999999999999s",
+            "5s,",
+            "h",
         ] {
             assert!(parse(text).is_err(), "{text:?} should be refused");
         }

@@ -100,14 +100,23 @@ fn rules_files(dir: &Path) -> Result<Vec<PathBuf>, Problem> {
                 "`{}` is not a directory; --rules takes the directory that holds the *.toml rules",
                 dir.display()
             ),
-            _ => format!("cannot read the rules directory `{}`: {error}", dir.display()),
+            _ => format!(
+                "cannot read the rules directory `{}`: {error}",
+                dir.display()
+            ),
         };
         Problem::whole(dir, message)
     })?;
     let mut paths = Vec::new();
     for entry in entries {
         let entry = entry.map_err(|error| {
-            Problem::whole(dir, format!("cannot list the rules directory `{}`: {error}", dir.display()))
+            Problem::whole(
+                dir,
+                format!(
+                    "cannot list the rules directory `{}`: {error}",
+                    dir.display()
+                ),
+            )
         })?;
         let name = entry.file_name();
         // Follows symlinks, so a linked rules file counts and a directory named x.toml does not.
@@ -124,7 +133,10 @@ fn read_one_file(path: &Path, problems: &mut Vec<Problem>) -> Option<FileRules> 
     let bytes = match std::fs::read(path) {
         Ok(bytes) => bytes,
         Err(error) => {
-            problems.push(Problem::whole(path, format!("cannot read this rules file: {error}")));
+            problems.push(Problem::whole(
+                path,
+                format!("cannot read this rules file: {error}"),
+            ));
             return None;
         }
     };
@@ -133,7 +145,10 @@ fn read_one_file(path: &Path, problems: &mut Vec<Problem>) -> Option<FileRules> 
         Err(error) => {
             let valid = &error.as_bytes()[..error.utf8_error().valid_up_to()];
             let prefix = String::from_utf8_lossy(valid);
-            let source = Source { path, text: &prefix };
+            let source = Source {
+                path,
+                text: &prefix,
+            };
             problems.push(Problem::at(
                 &source.pos_of_offset(prefix.len()),
                 "the file is not valid UTF-8; save it as UTF-8",

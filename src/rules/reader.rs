@@ -21,11 +21,16 @@ pub(super) fn tables_of<'a>(
         Item::Value(Value::Array(array)) => array
             .iter()
             .filter_map(|value| match value {
-                Value::InlineTable(table) => Some((table as &dyn TableLike, source.pos(table.span()))),
+                Value::InlineTable(table) => {
+                    Some((table as &dyn TableLike, source.pos(table.span())))
+                }
                 other => {
                     problems.push(Problem::at(
                         &source.pos(other.span()),
-                        format!("each `{name}` entry must be a table, found {}", a(other.type_name())),
+                        format!(
+                            "each `{name}` entry must be a table, found {}",
+                            a(other.type_name())
+                        ),
                     ));
                     None
                 }
@@ -104,7 +109,12 @@ impl<'s, 't> Fields<'s, 't> {
         Some((item, pos))
     }
 
-    pub fn require<T>(&mut self, value: Option<T>, key: &'static str, problems: &mut Vec<Problem>) -> Option<T> {
+    pub fn require<T>(
+        &mut self,
+        value: Option<T>,
+        key: &'static str,
+        problems: &mut Vec<Problem>,
+    ) -> Option<T> {
         if value.is_none() && !self.table.contains_key(key) {
             problems.push(Problem::at(
                 &self.pos,
@@ -116,23 +126,29 @@ impl<'s, 't> Fields<'s, 't> {
 
     fn wrong_type(&self, key: &str, expected: &str, item: &Item, pos: &Pos) -> Problem {
         let found = item.type_name();
-        let quote_hint = if expected == "a string"
-            && matches!(found, "integer" | "float" | "boolean")
-        {
-            "; put the value in double quotes"
-        } else {
-            ""
-        };
+        let quote_hint =
+            if expected == "a string" && matches!(found, "integer" | "float" | "boolean") {
+                "; put the value in double quotes"
+            } else {
+                ""
+            };
         Problem::at(
             pos,
-            format!("`{key}` in {} must be {expected}, found {}{quote_hint}", self.what, a(found)),
+            format!(
+                "`{key}` in {} must be {expected}, found {}{quote_hint}",
+                self.what,
+                a(found)
+            ),
         )
     }
 
     pub fn string(&mut self, key: &'static str, problems: &mut Vec<Problem>) -> Option<At<String>> {
         let (item, pos) = self.item(key)?;
         match item.as_str() {
-            Some(text) => Some(At { value: text.to_string(), pos }),
+            Some(text) => Some(At {
+                value: text.to_string(),
+                pos,
+            }),
             None => {
                 problems.push(self.wrong_type(key, "a string", item, &pos));
                 None
@@ -166,7 +182,11 @@ impl<'s, 't> Fields<'s, 't> {
         }
     }
 
-    pub fn string_array(&mut self, key: &'static str, problems: &mut Vec<Problem>) -> Option<Vec<At<String>>> {
+    pub fn string_array(
+        &mut self,
+        key: &'static str,
+        problems: &mut Vec<Problem>,
+    ) -> Option<Vec<At<String>>> {
         let (item, pos) = self.item(key)?;
         let Some(array) = item.as_array() else {
             problems.push(self.wrong_type(key, "an array of strings", item, &pos));
@@ -176,7 +196,10 @@ impl<'s, 't> Fields<'s, 't> {
         for value in array.iter() {
             let pos = self.source.pos(value.span());
             match value.as_str() {
-                Some(text) => strings.push(At { value: text.to_string(), pos }),
+                Some(text) => strings.push(At {
+                    value: text.to_string(),
+                    pos,
+                }),
                 None => problems.push(Problem::at(
                     &pos,
                     format!(
@@ -191,7 +214,11 @@ impl<'s, 't> Fields<'s, 't> {
     }
 
     /// A sub-table such as `[delivery.retry]`, inline or not.
-    pub fn table(&mut self, key: &'static str, problems: &mut Vec<Problem>) -> Option<(&'t dyn TableLike, Pos)> {
+    pub fn table(
+        &mut self,
+        key: &'static str,
+        problems: &mut Vec<Problem>,
+    ) -> Option<(&'t dyn TableLike, Pos)> {
         let (item, pos) = self.item(key)?;
         match item.as_table_like() {
             Some(table) => Some((table, pos)),

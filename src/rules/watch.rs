@@ -148,7 +148,10 @@ mod tests {
     const SILENCE: Duration = Duration::from_millis(1000);
 
     /// The next file change, skipping SIGHUPs that a parallel test may have raised.
-    async fn next_file_change(reloads: &mut mpsc::Receiver<ReloadCause>, within: Duration) -> Option<ReloadCause> {
+    async fn next_file_change(
+        reloads: &mut mpsc::Receiver<ReloadCause>,
+        within: Duration,
+    ) -> Option<ReloadCause> {
         tokio::time::timeout(within, async {
             loop {
                 match reloads.recv().await {
@@ -170,8 +173,15 @@ mod tests {
         let path = dir.path().join("inbound.toml");
         std::fs::write(&path, "[[inbound]]\n").expect("write");
         std::fs::write(&path, "[[inbound]]\nid = \"shell\"\n").expect("rewrite");
-        assert_eq!(next_file_change(&mut reloads, WAIT).await, Some(ReloadCause::FileChanged));
-        assert_eq!(next_file_change(&mut reloads, SILENCE).await, None, "the burst reloads once");
+        assert_eq!(
+            next_file_change(&mut reloads, WAIT).await,
+            Some(ReloadCause::FileChanged)
+        );
+        assert_eq!(
+            next_file_change(&mut reloads, SILENCE).await,
+            None,
+            "the burst reloads once"
+        );
         cancel.cancel();
     }
 
@@ -194,7 +204,10 @@ mod tests {
         let cancel = CancellationToken::new();
         let mut reloads = spawn_watcher(dir.path().to_path_buf(), cancel.clone());
         std::fs::remove_file(&path).expect("remove");
-        assert_eq!(next_file_change(&mut reloads, WAIT).await, Some(ReloadCause::FileChanged));
+        assert_eq!(
+            next_file_change(&mut reloads, WAIT).await,
+            Some(ReloadCause::FileChanged)
+        );
         cancel.cancel();
     }
 
@@ -204,7 +217,8 @@ mod tests {
         let cancel = CancellationToken::new();
         let mut reloads = spawn_watcher(dir.path().to_path_buf(), cancel.clone());
         cancel.cancel();
-        let closed = tokio::time::timeout(WAIT, async { while reloads.recv().await.is_some() {} }).await;
+        let closed =
+            tokio::time::timeout(WAIT, async { while reloads.recv().await.is_some() {} }).await;
         assert!(closed.is_ok(), "the watcher task ends when cancelled");
     }
 

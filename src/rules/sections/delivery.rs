@@ -30,7 +30,10 @@ pub(in crate::rules) fn read_delivery(
         } else {
             problems.push(Problem::at(
                 &number.pos,
-                format!("`concurrency` must be between 1 and {MAX_CONCURRENCY}, found {}", number.value),
+                format!(
+                    "`concurrency` must be between 1 and {MAX_CONCURRENCY}, found {}",
+                    number.value
+                ),
             ));
             None
         }
@@ -39,7 +42,13 @@ pub(in crate::rules) fn read_delivery(
         .table("retry", problems)
         .map(|(retry, pos)| read_retry(source, retry, pos, problems))
         .unwrap_or_else(|| defaults.retry.clone());
-    check_lease(&fields, http_timeout.as_ref(), lease.as_ref(), &defaults, problems);
+    check_lease(
+        &fields,
+        http_timeout.as_ref(),
+        lease.as_ref(),
+        &defaults,
+        problems,
+    );
     fields.finish(problems);
     DeliverySettings {
         http_timeout: http_timeout.map_or(defaults.http_timeout, |at| at.value),
@@ -68,7 +77,9 @@ fn check_lease(
     if lease_value > timeout_value {
         return;
     }
-    let pos = lease.or(http_timeout).map_or_else(|| fields.pos().clone(), |at| at.pos.clone());
+    let pos = lease
+        .or(http_timeout)
+        .map_or_else(|| fields.pos().clone(), |at| at.pos.clone());
     problems.push(Problem::at(
         &pos,
         format!(
@@ -80,7 +91,12 @@ fn check_lease(
     ));
 }
 
-fn read_retry(source: &Source<'_>, table: &dyn TableLike, pos: Pos, problems: &mut Vec<Problem>) -> RetryPolicy {
+fn read_retry(
+    source: &Source<'_>,
+    table: &dyn TableLike,
+    pos: Pos,
+    problems: &mut Vec<Problem>,
+) -> RetryPolicy {
     let defaults = RetryPolicy::default();
     let mut fields = Fields::new(source, table, "[delivery.retry]", pos);
     let schedule = fields.string_array("schedule", problems).map(|entries| {
@@ -114,7 +130,9 @@ fn read_retry(source: &Source<'_>, table: &dyn TableLike, pos: Pos, problems: &m
     let max_age = read_duration(&mut fields, "max_age", problems);
     fields.finish(problems);
     RetryPolicy {
-        schedule: schedule.filter(|schedule| !schedule.is_empty()).unwrap_or(defaults.schedule),
+        schedule: schedule
+            .filter(|schedule| !schedule.is_empty())
+            .unwrap_or(defaults.schedule),
         jitter: jitter.unwrap_or(defaults.jitter),
         max_age: max_age.map_or(defaults.max_age, |at| at.value),
     }

@@ -22,7 +22,10 @@ fn the_shipped_rules_load_with_no_problems_and_no_warnings() {
     assert_eq!(report.warnings, Vec::<String>::new());
     let rules = load(&shipped_dir()).expect("shipped rules load");
     assert_eq!(rules.delivery, DeliverySettings::default());
-    assert_eq!(rules.inbound_account("shell").map(|a| &a.platform), Some(&InboundPlatform::Shell));
+    assert_eq!(
+        rules.inbound_account("shell").map(|a| &a.platform),
+        Some(&InboundPlatform::Shell)
+    );
     assert!(matches!(
         rules.channel("log").map(|c| &c.kind),
         Some(ChannelKind::Log { path }) if path == Path::new("qunfa-outbox.jsonl")
@@ -30,7 +33,10 @@ fn the_shipped_rules_load_with_no_problems_and_no_warnings() {
     assert_eq!(rules.role_of("shell", "local"), Some(Role::Admin));
     assert_eq!(rules.command("帮助").map(|c| c.name.as_str()), Some("help"));
     assert_eq!(rules.command("我是谁").and_then(|c| c.role), None);
-    assert_eq!(rules.commands.get("help").and_then(|c| c.role), Some(Role::Viewer));
+    assert_eq!(
+        rules.commands.get("help").and_then(|c| c.role),
+        Some(Role::Viewer)
+    );
 }
 
 #[test]
@@ -39,7 +45,10 @@ fn an_empty_file_gets_every_default() {
     assert_eq!(rules.delivery, DeliverySettings::default());
     assert!(rules.inbound.is_empty() && rules.channels.is_empty() && rules.operators.is_empty());
     assert_eq!(rules.commands.get("help"), default_command("help").as_ref());
-    assert_eq!(rules.commands.get("whoami"), default_command("whoami").as_ref());
+    assert_eq!(
+        rules.commands.get("whoami"),
+        default_command("whoami").as_ref()
+    );
 }
 
 #[test]
@@ -49,15 +58,27 @@ fn a_missing_builtin_gets_its_default_without_clashing_aliases() {
         "[[command]]\nname = \"help\"\naliases = [\"我是谁\"]\nsummary = \"Help\"\n",
     )]);
     let whoami = rules.commands.get("whoami").expect("default whoami");
-    assert!(whoami.aliases.is_empty(), "the configured alias wins: {whoami:?}");
-    assert_eq!(rules.command("我是谁").map(|c| c.name.as_str()), Some("help"));
+    assert!(
+        whoami.aliases.is_empty(),
+        "the configured alias wins: {whoami:?}"
+    );
+    assert_eq!(
+        rules.command("我是谁").map(|c| c.name.as_str()),
+        Some("help")
+    );
 }
 
 #[test]
 fn files_merge_in_name_order_and_other_files_are_ignored() {
     let rules = loads(&[
-        ("b.toml", "[[channel]]\nid = \"second\"\nkind = \"log\"\npath = \"b.jsonl\"\n"),
-        ("a.toml", "[[channel]]\nid = \"first\"\nkind = \"log\"\npath = \"a.jsonl\"\n"),
+        (
+            "b.toml",
+            "[[channel]]\nid = \"second\"\nkind = \"log\"\npath = \"b.jsonl\"\n",
+        ),
+        (
+            "a.toml",
+            "[[channel]]\nid = \"first\"\nkind = \"log\"\npath = \"a.jsonl\"\n",
+        ),
         ("notes.txt", "not toml at all ["),
         (".#a.toml", "editor lock file ["),
     ]);
@@ -95,7 +116,10 @@ fn a_missing_directory_is_one_problem_at_the_directory() {
     let error = load(&missing).expect_err("missing directory");
     assert_eq!(error.problems.len(), 1);
     let shown = error.problems[0].to_string();
-    assert!(shown.starts_with(&format!("{}:1:1: ", missing.display())), "{shown}");
+    assert!(
+        shown.starts_with(&format!("{}:1:1: ", missing.display())),
+        "{shown}"
+    );
     assert!(shown.contains("does not exist"), "{shown}");
 }
 
@@ -113,7 +137,10 @@ fn a_file_that_is_not_utf8_points_at_the_first_bad_byte() {
     let dir = rules_dir(&[]);
     std::fs::write(dir.path().join("bad.toml"), b"# ok\nx = \"\xff\"\n").expect("write");
     let error = load(dir.path()).expect_err("not UTF-8");
-    assert_eq!(relative(dir.path(), &error), ["bad.toml:2:6: the file is not valid UTF-8; save it as UTF-8"]);
+    assert_eq!(
+        relative(dir.path(), &error),
+        ["bad.toml:2:6: the file is not valid UTF-8; save it as UTF-8"]
+    );
 }
 
 #[test]
@@ -126,7 +153,9 @@ fn secrets_that_do_not_resolve_are_warnings_naming_the_variable() {
     let rules = loads(&files);
     assert_eq!(
         secret_warnings(&rules),
-        ["channel `hooks` is disabled: environment variable `QUNFA_TEST_SECRET_THAT_IS_NEVER_SET` is not set"]
+        [
+            "channel `hooks` is disabled: environment variable `QUNFA_TEST_SECRET_THAT_IS_NEVER_SET` is not set"
+        ]
     );
 }
 

@@ -9,7 +9,7 @@ use std::path::Path;
 
 use tempfile::TempDir;
 
-use super::{RulesError, Rules, load};
+use super::{Rules, RulesError, load};
 
 /// A rules directory holding `files` (name, content).
 fn rules_dir(files: &[(&str, &str)]) -> TempDir {
@@ -36,7 +36,10 @@ fn relative(dir: &Path, error: &RulesError) -> Vec<String> {
         .map(|problem| {
             let shown = problem.to_string();
             let prefix = format!("{}/", dir.display());
-            shown.strip_prefix(&prefix).map(str::to_string).unwrap_or(shown)
+            shown
+                .strip_prefix(&prefix)
+                .map(str::to_string)
+                .unwrap_or(shown)
         })
         .collect()
 }
@@ -62,7 +65,10 @@ fn assert_one_problem(files: &[(&str, &str)], location: &str, fragments: &[&str]
         "expected a problem at {location}, got {problem}"
     );
     for fragment in fragments {
-        assert!(problem.contains(fragment), "`{problem}` should contain `{fragment}`");
+        assert!(
+            problem.contains(fragment),
+            "`{problem}` should contain `{fragment}`"
+        );
     }
 }
 
