@@ -165,6 +165,40 @@ mod tests {
         .flatten()
     }
 
+    #[test]
+    fn only_changes_to_rules_files_matter() {
+        use notify::event::{AccessKind, CreateKind, Flag, ModifyKind, RenameMode};
+        let event =
+            |kind, name: &str| notify::Event::new(kind).add_path(PathBuf::from("/r").join(name));
+        assert!(is_relevant(&event(
+            EventKind::Create(CreateKind::File),
+            "a.toml"
+        )));
+        assert!(is_relevant(&event(
+            EventKind::Modify(ModifyKind::Name(RenameMode::To)),
+            "a.toml"
+        )));
+        assert!(is_relevant(&event(
+            EventKind::Create(CreateKind::Any),
+            "..data"
+        )));
+        assert!(!is_relevant(&event(
+            EventKind::Create(CreateKind::File),
+            "a.txt"
+        )));
+        assert!(!is_relevant(&event(
+            EventKind::Create(CreateKind::File),
+            ".a.toml"
+        )));
+        assert!(!is_relevant(&event(
+            EventKind::Access(AccessKind::Any),
+            "a.toml"
+        )));
+        assert!(is_relevant(
+            &notify::Event::new(EventKind::Other).set_flag(Flag::Rescan)
+        ));
+    }
+
     #[tokio::test]
     async fn a_burst_of_writes_to_a_toml_file_is_one_reload() {
         let dir = tempfile::tempdir().expect("tempdir");

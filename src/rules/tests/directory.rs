@@ -201,3 +201,31 @@ proptest! {
         }
     }
 }
+
+/// The examples in bot-rules/README.md, taken together, are valid rules: the schema
+/// documentation cannot drift from the loader unnoticed.
+#[test]
+fn the_readme_examples_are_valid_rules() {
+    let readme = std::fs::read_to_string(shipped_dir().join("README.md")).expect("README");
+    let mut examples = String::new();
+    let mut in_toml = false;
+    for line in readme.lines() {
+        match (in_toml, line.trim_end()) {
+            (false, "```toml") => in_toml = true,
+            (true, "```") => in_toml = false,
+            (true, line) => {
+                examples.push_str(line);
+                examples.push('\n');
+            }
+            _ => {}
+        }
+    }
+    assert!(
+        examples.contains("[[api_token]]"),
+        "every section has an example"
+    );
+    let rules = loads(&[("examples.toml", &examples)]);
+    assert_eq!(rules.channels.len(), 2);
+    assert_eq!(rules.api_tokens.len(), 1);
+    assert_eq!(rules.command("h").map(|c| c.name.as_str()), Some("help"));
+}
