@@ -135,7 +135,9 @@ pub(super) fn read_file(
                 "channel" => read_channel(fields, &mut rules, problems),
                 "operator" => read_operator(fields, &mut rules, problems),
                 "command" => read_command(fields, &mut rules, problems),
-                _ => read_api_token(fields, &mut rules, problems),
+                "api_token" => read_api_token(fields, &mut rules, problems),
+                // Unknown sections were reported above, and `delivery` is not an array.
+                _ => {}
             }
         }
     }
