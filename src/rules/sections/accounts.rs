@@ -1,0 +1,165 @@
+//! Reads `[[inbound]]` and `[[channel]]` entries: the accounts qunfa talks to, with their
+//! secrets named by environment variable.
+
+use std::path::PathBuf;
+
+use super::{
+    CHANNEL_KINDS, FileRules, PLANNED_CHANNEL_KINDS, PLANNED_PLATFORMS, PLATFORMS, read_id,
+    unsupported,
+};
+use crate::rules::model::{
+    ChannelAccount, ChannelKind, InboundAccount, InboundPlatform, SecretRef,
+};
+use crate::rules::problem::{At, Problem};
+use crate::rules::reader::Fields;
+
+pub(super) fn read_inbound(
+    mut fields: Fields<'_, '_>,
+    rules: &mut FileRules,
+    problems: &mut Vec<Problem>,
+) {
+    let id = read_id(&mut fields, problems);
+    let platform = fields.string("platform", problems);
+    let Some(platform) = fields.require(platform, "platform", problems) else {
+        return;
+    };
+    rules.inbound_platforms.push(platform.value.clone());
+    let platform = match platform.value.as_str() {
+        "shell" => InboundPlatform::Shell,
+        _ => {
+            return problems.push(unsupported(
+                "platform",
+                &platform,
+                &PLATFORMS,
+                &PLANNED_PLATFORMS,
+            ));
+        }
+    };
+    fields.finish(problems);
+    if let Some(id) = id {
+        rules.inbound.push(At {
+            value: InboundAccount {
+                id: id.value,
+                platform,
+            },
+            pos: id.pos,
+        });
+    }
+}
+
+pub(super) fn read_channel(
+    mut fields: Fields<'_, '_>,
+    rules: &mut FileRules,
+    problems: &mut Vec<Problem>,
+) {
+    let id = read_id(&mut fields, problems);
+    let kind = fields.string("kind", problems);
+    let Some(kind) = fields.require(kind, "kind", problems) else {
+        return;
+    };
+    let kind = match kind.value.as_str() {
+        "log" => read_log_channel(&mut fields, problems),
+        "webhook" => read_webhook_channel(&mut fields, problems),
+        _ => {
+            return problems.push(unsupported(
+                "channel kind",
+                &kind,
+                &CHANNEL_KINDS,
+                &PLANNED_CHANNEL_KINDS,
+            ));
+        }
+    };
+    fields.finish(problems);
+    if let (Some(id), Some(kind)) = (id, kind) {
+        rules.channels.push(At {
+            value: ChannelAccount { id: id.value, kind },
+            pos: id.pos,
+        });
+    }
+}
+
+fn read_log_channel(
+    fields: &mut Fields<'_, '_>,
+    problems: &mut Vec<Problem>,
+) -> Option<ChannelKind> {
+    let path = fields.string("path", problems);
+    let path = fields.require(path, "path", problems)?;
+    if path.value.trim().is_empty() || path.value.contains('\0') {
+        problems.push(Problem::at(
+            &path.pos,
+            "`path` of a log channel must name a file, such as \"qunfa-outbox.jsonl\"",
+        ));
+        return None;
+    }
+    Some(ChannelKind::Log {
+        path: PathBuf::from(path.value),
+    })
+}
+
+fn read_webhook_channel(
+    fields: &mut Fields<'_, '_>,
+    problems: &mut Vec<Problem>,
+) -> Option<ChannelKind> {
+    let url = fields.string("url", problems);
+    let url = fields
+        .require(url, "url", problems)
+        .and_then(|url| check_url(url, problems));
+    let secret = read_secret_env(fields, "secret_env", problems);
+    Some(ChannelKind::Webhook {
+        url: url?,
+        secret: secret?,
+    })
+}
+
+fn check_url(url: At<String>, problems: &mut Vec<Problem>) -> Option<String> {
+    let complaint = match reqwest::Url::parse(&url.value) {
+        Err(error) => Some(format!("`{}` is not a valid URL ({error})", url.value)),
+        Ok(parsed) if !matches!(parsed.scheme(), "http" | "https") => Some(format!(
+            "`{}` must start with http:// or https://",
+            url.value
+        )),
+        Ok(parsed) if !parsed.username().is_empty() || parsed.password().is_some() => Some(
+            "the URL contains a user name or password; secrets never live in rules files, \
+             use secret_env instead"
+                .to_string(),
+        ),
+        Ok(_) => None,
+    };
+    match complaint {
+        Some(message) => {
+            problems.push(Problem::at(&url.pos, message));
+            None
+        }
+        None => Some(url.value),
+    }
+}
+
+/// Environment variable names as POSIX shells accept them, upper case by convention.
+fn is_valid_env_name(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    bytes
+        .next()
+        .is_some_and(|first| first.is_ascii_uppercase() || first == b'_')
+        && bytes.all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+}
+
+fn read_secret_env(
+    fields: &mut Fields<'_, '_>,
+    key: &'static str,
+    problems: &mut Vec<Problem>,
+) -> Option<SecretRef> {
+    let name = fields.string(key, problems);
+    let name = fields.require(name, key, problems)?;
+    if !is_valid_env_name(&name.value) {
+        problems.push(Problem::at(
+            &name.pos,
+            format!(
+                "`{key}` must be the NAME of an environment variable (upper-case letters, digits \
+                 and `_`, not starting with a digit), such as \"QUNFA_HOOK_SECRET\"; never put the \
+                 secret itself in the rules"
+            ),
+        ));
+        return None;
+    }
+    Some(SecretRef::new(name.value))
+}
