@@ -11,5 +11,8 @@ pub mod app;
 pub mod channels;
 pub mod clock;
 pub mod db;
+pub mod error;
+pub mod http;
 pub mod inbound;
 pub mod rules;
+pub mod telemetry;

@@ -1,0 +1,202 @@
+//! Who is calling the admin API: the [`Caller`] extractor checks `Authorization: Bearer`
+//! against `QUNFA_ADMIN_TOKEN` and the hashed `[[api_token]]` entries of the rules, and
+//! [`Caller::require`] checks the role an endpoint needs.
+//!
+//! Tokens are compared as SHA-256 digests in constant time, against every configured token,
+//! so neither timing nor early exit tells an attacker how close a guess was. A token is
+//! never logged; the caller's token *name* is recorded on the request span.
+
+use axum::Json;
+use axum::extract::FromRequestParts;
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use secrecy::ExposeSecret;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use utoipa::ToSchema;
+
+use crate::app::AppState;
+use crate::error::{ApiError, ErrorBody};
+use crate::rules::Role;
+
+/// The authenticated caller of an admin API request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// `admin-token` for `QUNFA_ADMIN_TOKEN`, else the `[[api_token]]` name.
+    pub name: String,
+    pub role: Role,
+}
+
+/// The name a `QUNFA_ADMIN_TOKEN` caller goes by in logs and audits.
+pub const ADMIN_TOKEN_NAME: &str = "admin-token";
+
+impl Caller {
+    /// `Ok` when the caller's role includes `required`; otherwise 403 naming the role needed.
+    pub fn require(&self, required: Role) -> Result<(), ApiError> {
+        if self.role.allows(required) {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden(format!(
+                "this needs the {required} role; token `{}` has the {} role",
+                self.name, self.role
+            )))
+        }
+    }
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let token = bearer_token(parts)?;
+        let live = state.live();
+        let caller = authenticate(
+            token.as_bytes(),
+            state.admin_token.as_deref().map(|t| t.expose_secret()),
+            &live.rules.api_tokens,
+        )
+        .ok_or_else(|| {
+            tracing::warn!("admin API request with an unknown bearer token");
+            ApiError::unauthorized(
+                "the bearer token is not valid; use QUNFA_ADMIN_TOKEN or a token listed (as its SHA-256) in an [[api_token]] rule",
+            )
+        })?;
+        tracing::Span::current().record("caller", caller.name.as_str());
+        Ok(caller)
+    }
+}
+
+fn bearer_token(parts: &Parts) -> Result<&str, ApiError> {
+    let missing = || ApiError::unauthorized("this endpoint needs `Authorization: Bearer <token>`");
+    let header = parts.headers.get(AUTHORIZATION).ok_or_else(missing)?;
+    let value = header
+        .to_str()
+        .map_err(|_| ApiError::unauthorized("the Authorization header is not readable text"))?;
+    let (scheme, token) = value.trim().split_once(' ').ok_or_else(missing)?;
+    // The scheme name is case-insensitive (RFC 9110 §11.1).
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(ApiError::unauthorized(
+            "only the Bearer scheme is accepted: `Authorization: Bearer <token>`",
+        ));
+    }
+    let token = token.trim();
+    if token.is_empty() {
+        return Err(missing());
+    }
+    Ok(token)
+}
+
+/// Finds who `presented` belongs to. Every configured digest is compared, whatever the
+/// outcome, so the time taken does not depend on which entry (if any) matches.
+pub fn authenticate(
+    presented: &[u8],
+    admin_token: Option<&str>,
+    api_tokens: &[crate::rules::ApiToken],
+) -> Option<Caller> {
+    let digest: [u8; 32] = Sha256::digest(presented).into();
+    let admin_hit = admin_token.is_some_and(|admin| {
+        let admin_digest: [u8; 32] = Sha256::digest(admin.as_bytes()).into();
+        bool::from(digest.ct_eq(&admin_digest))
+    });
+    let mut matched = None;
+    for token in api_tokens {
+        let hit = bool::from(digest.ct_eq(&token.sha256));
+        if hit && matched.is_none() {
+            matched = Some(token);
+        }
+    }
+    if admin_hit {
+        return Some(Caller {
+            name: ADMIN_TOKEN_NAME.to_string(),
+            role: Role::Admin,
+        });
+    }
+    matched.map(|token| Caller {
+        name: token.name.clone(),
+        role: token.role,
+    })
+}
+
+/// The `/api/v1/whoami` answer.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct WhoAmI {
+    /// `admin-token` or the `[[api_token]]` name.
+    #[schema(example = "ci-bot")]
+    pub name: String,
+    /// viewer, operator, approver or admin.
+    #[schema(example = "operator")]
+    pub role: String,
+}
+
+/// Who the presented bearer token belongs to, and its role.
+#[utoipa::path(
+    get,
+    path = "/api/v1/whoami",
+    tag = "auth",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The token is valid", body = WhoAmI),
+        (status = 401, description = "Missing or unknown bearer token", body = ErrorBody),
+    )
+)]
+pub async fn whoami(caller: Caller) -> Json<WhoAmI> {
+    Json(WhoAmI {
+        name: caller.name,
+        role: caller.role.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rules::ApiToken;
+
+    fn token(name: &str, role: Role, secret: &str) -> ApiToken {
+        ApiToken {
+            name: name.to_string(),
+            role,
+            sha256: Sha256::digest(secret.as_bytes()).into(),
+        }
+    }
+
+    #[test]
+    fn finds_the_token_by_its_digest() {
+        let tokens = [
+            token("a", Role::Viewer, "secret-a"),
+            token("b", Role::Operator, "secret-b"),
+        ];
+        let caller = authenticate(b"secret-b", None, &tokens);
+        assert_eq!(
+            caller,
+            Some(Caller {
+                name: "b".into(),
+                role: Role::Operator
+            })
+        );
+        assert_eq!(authenticate(b"secret-c", None, &tokens), None);
+        assert_eq!(authenticate(b"", None, &tokens), None);
+    }
+
+    #[test]
+    fn admin_token_wins_and_absent_admin_token_matches_nothing() {
+        let caller = authenticate(b"root", Some("root"), &[]);
+        assert_eq!(caller.map(|c| c.role), Some(Role::Admin));
+        assert_eq!(authenticate(b"root", None, &[]), None);
+        assert_eq!(authenticate(b"roo", Some("root"), &[]), None);
+    }
+
+    #[test]
+    fn require_names_the_missing_role() {
+        let viewer = Caller {
+            name: "dash".into(),
+            role: Role::Viewer,
+        };
+        assert!(viewer.require(Role::Viewer).is_ok());
+        let error = viewer.require(Role::Operator).err();
+        let error = error
+            .as_ref()
+            .map(|e| (e.status.as_u16(), e.message.contains("operator")));
+        assert_eq!(error, Some((403, true)));
+    }
+}
