@@ -11,6 +11,7 @@ pub mod app;
 pub mod channels;
 pub mod clock;
 pub mod db;
+pub mod delivery;
 pub mod error;
 pub mod http;
 pub mod inbound;

@@ -110,7 +110,10 @@ mod tests {
                 attempt: 1,
                 recipient: "zhangsan",
             };
-            assert_eq!(channel.send(&ctx, &message).await.verdict, Verdict::Delivered);
+            assert_eq!(
+                channel.send(&ctx, &message).await.verdict,
+                Verdict::Delivered
+            );
         }
         let text = std::fs::read_to_string(&path).unwrap();
         let lines: Vec<serde_json::Value> = text

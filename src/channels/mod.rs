@@ -41,9 +41,13 @@ pub struct SendContext<'a> {
 pub enum Verdict {
     Delivered,
     /// Worth trying again later (network error, 5xx); `after` is the provider's hint.
-    Retryable { after: Option<Duration> },
+    Retryable {
+        after: Option<Duration>,
+    },
     /// The provider asked us to slow down; try again after `wait`.
-    RateLimited { wait: Duration },
+    RateLimited {
+        wait: Duration,
+    },
     /// The provider refused the content; retrying the same content cannot help.
     ContentBlocked,
     /// This recipient cannot be reached on this channel.

@@ -58,10 +58,12 @@ impl ChannelRegistry {
 
     /// Channels that cannot send, with the reason, for `/readyz` and the log.
     pub fn disabled(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.channels.iter().filter_map(|(id, status)| match status {
-            ChannelStatus::Disabled { reason } => Some((id.as_str(), reason.as_str())),
-            ChannelStatus::Ready(_) => None,
-        })
+        self.channels
+            .iter()
+            .filter_map(|(id, status)| match status {
+                ChannelStatus::Disabled { reason } => Some((id.as_str(), reason.as_str())),
+                ChannelStatus::Ready(_) => None,
+            })
     }
 
     pub fn ids(&self) -> impl Iterator<Item = &str> {

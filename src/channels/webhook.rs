@@ -156,7 +156,10 @@ mod tests {
     #[test]
     fn secrets_decode_with_or_without_prefix_and_padding() {
         let padded = decode_secret("whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD").unwrap();
-        assert_eq!(decode_secret("C2FVsBQIhrscChlQIMV+b5sSYspob7oD").unwrap(), padded);
+        assert_eq!(
+            decode_secret("C2FVsBQIhrscChlQIMV+b5sSYspob7oD").unwrap(),
+            padded
+        );
         let unpadded = decode_secret("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
         assert_eq!(unpadded.len(), 24);
         assert_eq!(decode_secret("whsec_YWJj").unwrap(), b"abc");

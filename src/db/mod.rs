@@ -8,6 +8,7 @@
 //! stored as Unix milliseconds. Where the SQL really differs (row locking), the store
 //! asks [`Db::backend`].
 
+pub mod testing;
 mod url;
 
 use std::path::{Path, PathBuf};
@@ -35,13 +36,21 @@ pub enum Backend {
 pub enum DbError {
     #[error(transparent)]
     Url(#[from] UrlError),
-    #[error("cannot open the SQLite database at {path}: {source} (check that the directory exists and is writable, or pass --database)")]
+    #[error(
+        "cannot open the SQLite database at {path}: {source} (check that the directory exists and is writable, or pass --database)"
+    )]
     OpenSqlite { path: PathBuf, source: sqlx::Error },
-    #[error("cannot connect to PostgreSQL at {target}: {source} (check that the server is running and the URL is right)")]
+    #[error(
+        "cannot connect to PostgreSQL at {target}: {source} (check that the server is running and the URL is right)"
+    )]
     ConnectPostgres { target: String, source: sqlx::Error },
-    #[error("the database was migrated by a newer qunfa (it has schema version {found}, this binary knows up to {known}); upgrade qunfa or point --database elsewhere")]
+    #[error(
+        "the database was migrated by a newer qunfa (it has schema version {found}, this binary knows up to {known}); upgrade qunfa or point --database elsewhere"
+    )]
     NewerSchema { found: i64, known: i64 },
-    #[error("a schema migration was edited after it was applied (version {0}); restore the original migration file")]
+    #[error(
+        "a schema migration was edited after it was applied (version {0}); restore the original migration file"
+    )]
     EditedMigration(i64),
     #[error("applying database migrations failed: {0}")]
     Migrate(#[source] MigrateError),
@@ -98,12 +107,8 @@ impl Db {
             path: path.to_path_buf(),
             source,
         };
-        let writer = sqlite_pool(&url.sqlx_url(), 1)
-            .await
-            .map_err(open_error)?;
-        let reader = sqlite_pool(&url.sqlx_url(), 4)
-            .await
-            .map_err(open_error)?;
+        let writer = sqlite_pool(&url.sqlx_url(), 1).await.map_err(open_error)?;
+        let reader = sqlite_pool(&url.sqlx_url(), 4).await.map_err(open_error)?;
         Ok(Self {
             backend: Backend::Sqlite,
             writer,
@@ -165,9 +170,10 @@ impl Db {
         if exists.is_none() {
             return Ok(Vec::new());
         }
-        let rows: Vec<(i64,)> = sqlx::query_as("SELECT version FROM _sqlx_migrations WHERE success")
-            .fetch_all(&self.reader)
-            .await?;
+        let rows: Vec<(i64,)> =
+            sqlx::query_as("SELECT version FROM _sqlx_migrations WHERE success")
+                .fetch_all(&self.reader)
+                .await?;
         Ok(rows.into_iter().map(|(v,)| v).collect())
     }
 
@@ -191,7 +197,10 @@ impl Db {
 
     /// A cheap round trip, for `/readyz`.
     pub async fn ping(&self) -> Result<(), sqlx::Error> {
-        sqlx::query("SELECT 1").execute(&self.reader).await.map(|_| ())
+        sqlx::query("SELECT 1")
+            .execute(&self.reader)
+            .await
+            .map(|_| ())
     }
 
     pub async fn close(&self) {

@@ -15,7 +15,9 @@ pub enum DatabaseUrl {
 pub enum UrlError {
     #[error("the database URL is empty; use a SQLite path such as ./qunfa.db or a postgres:// URL")]
     Empty,
-    #[error("unsupported database URL scheme `{0}`; use a SQLite path (sqlite://./qunfa.db) or postgres://user@host/db")]
+    #[error(
+        "unsupported database URL scheme `{0}`; use a SQLite path (sqlite://./qunfa.db) or postgres://user@host/db"
+    )]
     Scheme(String),
     #[error("SQLite URL options are not supported (`{0}`); give a plain file path")]
     SqliteParams(String),

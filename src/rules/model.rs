@@ -11,9 +11,7 @@ use serde::{Deserialize, Serialize};
 
 /// Who may do what, in increasing order of power. Operators in chat and admin API tokens
 /// share this ladder, so "operator" means the same thing on both surfaces.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     Viewer,

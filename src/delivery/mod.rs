@@ -1,0 +1,14 @@
+//! When and how often to send: the durable outbox (jobs are rows before anything is
+//! sent), leases so a crashed worker's jobs are claimed again, the retry policy, and the
+//! workers that call `channels`. Decides nothing about *what* to send.
+
+pub mod policy;
+pub mod store;
+pub mod worker;
+
+pub use policy::Next;
+pub use store::{
+    AttemptRow, ClaimedJob, Completion, Enqueued, JobRow, JobState, NewJob, Outbox, OutboxSummary,
+    Requeue,
+};
+pub use worker::{DeliverySetup, Dispatcher, report_gauges};

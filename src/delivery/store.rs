@@ -1,0 +1,528 @@
+//! All SQL of the outbox: enqueue inside the caller's transaction, claim with a lease,
+//! reap the leases of crashed workers, record outcomes in batches, and the read side for
+//! operators. The same statements serve SQLite and PostgreSQL; only row locking differs.
+
+use serde::{Serialize, Serializer};
+use sqlx::{AnyConnection, Row, any::AnyRow};
+
+use super::policy::Next;
+use crate::clock::{UnixMillis, millis};
+use crate::db::{Backend, Db};
+
+/// Where a job stands.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    Queued,
+    Leased,
+    Sent,
+    RetryWait,
+    Failed,
+    Dead,
+}
+
+impl JobState {
+    pub const ALL: [JobState; 6] = [
+        JobState::Queued,
+        JobState::Leased,
+        JobState::Sent,
+        JobState::RetryWait,
+        JobState::Failed,
+        JobState::Dead,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Queued => "queued",
+            JobState::Leased => "leased",
+            JobState::Sent => "sent",
+            JobState::RetryWait => "retry_wait",
+            JobState::Failed => "failed",
+            JobState::Dead => "dead",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<JobState> {
+        JobState::ALL.into_iter().find(|s| s.as_str() == text)
+    }
+}
+
+/// A job to put in the outbox.
+#[derive(Debug, Clone)]
+pub struct NewJob<'a> {
+    /// Stable across retries and re-submissions: the same key twice is one job.
+    pub idempotency_key: &'a str,
+    pub channel: &'a str,
+    pub recipient: &'a str,
+    /// The message as JSON (`channels::Message`).
+    pub payload: &'a str,
+}
+
+/// The result of an enqueue: the job's id, and whether this call created it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Enqueued {
+    pub id: i64,
+    pub created: bool,
+}
+
+/// A job a worker holds a lease on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimedJob {
+    pub id: i64,
+    pub idempotency_key: String,
+    pub channel: String,
+    pub recipient: String,
+    pub payload: String,
+    /// This claim's attempt number; it fences the outcome against a later claim.
+    pub attempt: i64,
+    pub failures: i64,
+    pub expires_at: UnixMillis,
+}
+
+/// The outcome of one attempt, ready to record.
+#[derive(Debug, Clone)]
+pub struct Completion {
+    pub job_id: i64,
+    pub attempt: i64,
+    pub worker: String,
+    pub started_at: UnixMillis,
+    pub duration_ms: i64,
+    /// The verdict's name (`delivered`, `retryable`, …) or a local reason.
+    pub outcome: &'static str,
+    pub status: Option<i64>,
+    pub detail: String,
+    pub next: Next,
+}
+
+/// Counts per state and how far behind the queue is.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct OutboxSummary {
+    pub queued: i64,
+    pub leased: i64,
+    pub sent: i64,
+    pub retry_wait: i64,
+    pub failed: i64,
+    pub dead: i64,
+    /// How long the oldest due job has waited, in milliseconds (0 when none is due).
+    pub lag_ms: i64,
+}
+
+/// A job as operators see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct JobRow {
+    pub id: i64,
+    pub idempotency_key: String,
+    pub channel: String,
+    pub recipient: String,
+    pub state: JobState,
+    pub attempts: i64,
+    pub failures: i64,
+    /// Why it last failed, or why it is dead.
+    pub last_error: Option<String>,
+    #[serde(serialize_with = "rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub run_at: UnixMillis,
+    #[serde(serialize_with = "rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: UnixMillis,
+    #[serde(serialize_with = "rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub updated_at: UnixMillis,
+    #[serde(serialize_with = "rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub expires_at: UnixMillis,
+}
+
+/// One call to a provider, or one whose outcome a crash made unknowable (`abandoned`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct AttemptRow {
+    pub attempt: i64,
+    pub worker: String,
+    #[serde(serialize_with = "rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub started_at: UnixMillis,
+    pub duration_ms: Option<i64>,
+    pub outcome: String,
+    pub status: Option<i64>,
+    pub detail: Option<String>,
+}
+
+/// What `requeue` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Requeue {
+    Requeued,
+    NotFound,
+    /// Only failed and dead jobs can be requeued; the job is in this state.
+    NotFinal(JobState),
+}
+
+fn rfc3339<S: Serializer>(ms: &UnixMillis, serializer: S) -> Result<S::Ok, S::Error> {
+    match jiff::Timestamp::from_millisecond(*ms) {
+        Ok(at) => serializer.serialize_str(&at.to_string()),
+        Err(_) => serializer.serialize_i64(*ms),
+    }
+}
+
+const JOB_COLUMNS: &str = "id, idempotency_key, channel, recipient, state, attempts, failures, \
+     last_error, run_at, created_at, updated_at, expires_at";
+
+fn job_row(row: &AnyRow) -> Result<JobRow, sqlx::Error> {
+    let state: String = row.try_get("state")?;
+    Ok(JobRow {
+        id: row.try_get("id")?,
+        idempotency_key: row.try_get("idempotency_key")?,
+        channel: row.try_get("channel")?,
+        recipient: row.try_get("recipient")?,
+        state: JobState::parse(&state)
+            .ok_or_else(|| sqlx::Error::Decode(format!("unknown job state `{state}`").into()))?,
+        attempts: row.try_get("attempts")?,
+        failures: row.try_get("failures")?,
+        last_error: row.try_get("last_error")?,
+        run_at: row.try_get("run_at")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+        expires_at: row.try_get("expires_at")?,
+    })
+}
+
+/// The outbox tables, through the database's write and read pools.
+#[derive(Debug, Clone)]
+pub struct Outbox {
+    db: Db,
+}
+
+impl Outbox {
+    pub fn new(db: Db) -> Self {
+        Self { db }
+    }
+
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    /// Puts a job in the outbox as part of the caller's transaction, so the business
+    /// write and its deliveries commit or vanish together.
+    pub async fn enqueue(
+        conn: &mut AnyConnection,
+        job: &NewJob<'_>,
+        now: UnixMillis,
+        max_age: std::time::Duration,
+    ) -> Result<Enqueued, sqlx::Error> {
+        let inserted: Option<(i64,)> = sqlx::query_as(
+            "INSERT INTO delivery_jobs (idempotency_key, channel, recipient, payload, state, \
+             run_at, created_at, updated_at, expires_at) \
+             VALUES ($1, $2, $3, $4, 'queued', $5, $5, $5, $6) \
+             ON CONFLICT (idempotency_key) DO NOTHING RETURNING id",
+        )
+        .bind(job.idempotency_key)
+        .bind(job.channel)
+        .bind(job.recipient)
+        .bind(job.payload)
+        .bind(now)
+        .bind(now.saturating_add(millis(max_age)))
+        .fetch_optional(&mut *conn)
+        .await?;
+        if let Some((id,)) = inserted {
+            return Ok(Enqueued { id, created: true });
+        }
+        let (id,): (i64,) =
+            sqlx::query_as("SELECT id FROM delivery_jobs WHERE idempotency_key = $1")
+                .bind(job.idempotency_key)
+                .fetch_one(&mut *conn)
+                .await?;
+        Ok(Enqueued { id, created: false })
+    }
+
+    /// Enqueues several jobs in one transaction of their own.
+    pub async fn enqueue_all(
+        &self,
+        jobs: &[NewJob<'_>],
+        now: UnixMillis,
+        max_age: std::time::Duration,
+    ) -> Result<Vec<Enqueued>, sqlx::Error> {
+        let mut tx = self.db.writer().begin().await?;
+        let mut out = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            out.push(Self::enqueue(&mut tx, job, now, max_age).await?);
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    /// Leases up to `limit` due jobs to `worker` until `now + lease`. On PostgreSQL,
+    /// `SKIP LOCKED` lets several instances claim side by side without waiting on each
+    /// other; SQLite's single writer connection serialises claims instead.
+    pub async fn claim(
+        &self,
+        worker: &str,
+        now: UnixMillis,
+        lease: std::time::Duration,
+        limit: i64,
+    ) -> Result<Vec<ClaimedJob>, sqlx::Error> {
+        let lock = match self.db.backend() {
+            Backend::Postgres => "FOR UPDATE SKIP LOCKED",
+            Backend::Sqlite => "",
+        };
+        let sql = format!(
+            "UPDATE delivery_jobs SET state = 'leased', lease_owner = $1, lease_until = $2, \
+             attempts = attempts + 1, updated_at = $3 \
+             WHERE id IN (SELECT id FROM delivery_jobs \
+                 WHERE state IN ('queued', 'retry_wait') AND run_at <= $3 \
+                 ORDER BY run_at, id LIMIT $4 {lock}) \
+             RETURNING id, idempotency_key, channel, recipient, payload, attempts, failures, \
+             expires_at"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(worker)
+            .bind(now.saturating_add(millis(lease)))
+            .bind(now)
+            .bind(limit)
+            .fetch_all(self.db.writer())
+            .await?;
+        let mut jobs = rows
+            .iter()
+            .map(|row| {
+                Ok(ClaimedJob {
+                    id: row.try_get("id")?,
+                    idempotency_key: row.try_get("idempotency_key")?,
+                    channel: row.try_get("channel")?,
+                    recipient: row.try_get("recipient")?,
+                    payload: row.try_get("payload")?,
+                    attempt: row.try_get("attempts")?,
+                    failures: row.try_get("failures")?,
+                    expires_at: row.try_get("expires_at")?,
+                })
+            })
+            .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        // RETURNING order is unspecified; send oldest first.
+        jobs.sort_by_key(|job| job.id);
+        Ok(jobs)
+    }
+
+    /// Returns the jobs of workers whose lease ran out (a crash, a kill, a hung call) to
+    /// the queue, logging an `abandoned` attempt for each: the provider may or may not
+    /// have received that call, and this row is how a duplicate is explained later.
+    pub async fn reap_expired_leases(&self, now: UnixMillis) -> Result<u64, sqlx::Error> {
+        let lock = match self.db.backend() {
+            Backend::Postgres => "FOR UPDATE SKIP LOCKED",
+            Backend::Sqlite => "",
+        };
+        let mut tx = self.db.writer().begin().await?;
+        let expired: Vec<(i64, i64, Option<String>, i64, i64)> = sqlx::query_as(&format!(
+            "SELECT id, attempts, lease_owner, updated_at, expires_at FROM delivery_jobs \
+             WHERE state = 'leased' AND lease_until <= $1 ORDER BY lease_until LIMIT 1000 {lock}"
+        ))
+        .bind(now)
+        .fetch_all(&mut *tx)
+        .await?;
+        for (id, attempt, owner, claimed_at, expires_at) in &expired {
+            sqlx::query(
+                "INSERT INTO delivery_attempts (job_id, attempt, worker, started_at, outcome, detail) \
+                 VALUES ($1, $2, $3, $4, 'abandoned', \
+                 'the lease expired before an outcome was recorded; the provider may have received this call')",
+            )
+            .bind(id)
+            .bind(attempt)
+            .bind(owner.as_deref().unwrap_or("unknown"))
+            .bind(claimed_at)
+            .execute(&mut *tx)
+            .await?;
+            let (state, error) = if *expires_at < now {
+                (
+                    "dead",
+                    Some("maximum age reached after an abandoned attempt"),
+                )
+            } else {
+                ("queued", None)
+            };
+            sqlx::query(
+                "UPDATE delivery_jobs SET state = $1, lease_owner = NULL, lease_until = NULL, \
+                 run_at = $2, updated_at = $2, last_error = COALESCE($3, last_error) \
+                 WHERE id = $4 AND state = 'leased'",
+            )
+            .bind(state)
+            .bind(now)
+            .bind(error)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(expired.len() as u64)
+    }
+
+    /// Records a batch of outcomes in one transaction: one commit (and one fsync on
+    /// SQLite) for many sends. An outcome only moves its job if the job is still held by
+    /// the same claim, so a slow worker cannot overwrite a later claim's state; a
+    /// delivery is always kept, since the message did reach the provider.
+    pub async fn complete(&self, batch: &[Completion], now: UnixMillis) -> Result<(), sqlx::Error> {
+        let mut tx = self.db.writer().begin().await?;
+        for done in batch {
+            sqlx::query(
+                "INSERT INTO delivery_attempts \
+                 (job_id, attempt, worker, started_at, duration_ms, outcome, status, detail) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            )
+            .bind(done.job_id)
+            .bind(done.attempt)
+            .bind(&done.worker)
+            .bind(done.started_at)
+            .bind(done.duration_ms)
+            .bind(done.outcome)
+            .bind(done.status)
+            .bind(&done.detail)
+            .execute(&mut *tx)
+            .await?;
+            let update = match &done.next {
+                Next::Sent => sqlx::query(
+                    "UPDATE delivery_jobs SET state = 'sent', lease_owner = NULL, lease_until = NULL, \
+                     last_error = NULL, updated_at = $1 WHERE id = $2 AND state <> 'sent'",
+                )
+                .bind(now)
+                .bind(done.job_id),
+                Next::Retry {
+                    run_at,
+                    counts_as_failure,
+                } => sqlx::query(
+                    "UPDATE delivery_jobs SET state = 'retry_wait', lease_owner = NULL, \
+                     lease_until = NULL, run_at = $1, failures = failures + $2, last_error = $3, \
+                     updated_at = $4 WHERE id = $5 AND state = 'leased' AND attempts = $6",
+                )
+                .bind(*run_at)
+                .bind(i64::from(*counts_as_failure))
+                .bind(&done.detail)
+                .bind(now)
+                .bind(done.job_id)
+                .bind(done.attempt),
+                Next::Failed | Next::Dead => sqlx::query(
+                    "UPDATE delivery_jobs SET state = $1, lease_owner = NULL, lease_until = NULL, \
+                     failures = failures + 1, last_error = $2, updated_at = $3 \
+                     WHERE id = $4 AND state = 'leased' AND attempts = $5",
+                )
+                .bind(if done.next == Next::Dead { "dead" } else { "failed" })
+                .bind(&done.detail)
+                .bind(now)
+                .bind(done.job_id)
+                .bind(done.attempt),
+            };
+            update.execute(&mut *tx).await?;
+        }
+        tx.commit().await
+    }
+
+    /// Counts per state and the queue's lag, for `/metrics` and the admin API.
+    pub async fn summary(&self, now: UnixMillis) -> Result<OutboxSummary, sqlx::Error> {
+        let counts: Vec<(String, i64)> =
+            sqlx::query_as("SELECT state, COUNT(*) FROM delivery_jobs GROUP BY state")
+                .fetch_all(self.db.reader())
+                .await?;
+        let mut summary = OutboxSummary::default();
+        for (state, count) in counts {
+            match JobState::parse(&state) {
+                Some(JobState::Queued) => summary.queued = count,
+                Some(JobState::Leased) => summary.leased = count,
+                Some(JobState::Sent) => summary.sent = count,
+                Some(JobState::RetryWait) => summary.retry_wait = count,
+                Some(JobState::Failed) => summary.failed = count,
+                Some(JobState::Dead) => summary.dead = count,
+                None => {}
+            }
+        }
+        let (oldest,): (Option<i64>,) = sqlx::query_as(
+            "SELECT MIN(run_at) FROM delivery_jobs \
+             WHERE state IN ('queued', 'retry_wait') AND run_at <= $1",
+        )
+        .bind(now)
+        .fetch_one(self.db.reader())
+        .await?;
+        summary.lag_ms = oldest.map_or(0, |at| now.saturating_sub(at).max(0));
+        Ok(summary)
+    }
+
+    /// Jobs in id order after `after`, optionally in one state (keyset pagination).
+    pub async fn list_jobs(
+        &self,
+        state: Option<JobState>,
+        after: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<JobRow>, sqlx::Error> {
+        let sql = format!(
+            "SELECT {JOB_COLUMNS} FROM delivery_jobs WHERE id > $1 AND ($2 = '' OR state = $2) \
+             ORDER BY id LIMIT $3"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(after.unwrap_or(0))
+            .bind(state.map_or("", JobState::as_str))
+            .bind(limit)
+            .fetch_all(self.db.reader())
+            .await?;
+        rows.iter().map(job_row).collect()
+    }
+
+    /// One job and its attempts log, oldest attempt first.
+    pub async fn job(&self, id: i64) -> Result<Option<(JobRow, Vec<AttemptRow>)>, sqlx::Error> {
+        let sql = format!("SELECT {JOB_COLUMNS} FROM delivery_jobs WHERE id = $1");
+        let Some(row) = sqlx::query(&sql)
+            .bind(id)
+            .fetch_optional(self.db.reader())
+            .await?
+        else {
+            return Ok(None);
+        };
+        let job = job_row(&row)?;
+        let attempts = sqlx::query(
+            "SELECT attempt, worker, started_at, duration_ms, outcome, status, detail \
+             FROM delivery_attempts WHERE job_id = $1 ORDER BY id",
+        )
+        .bind(id)
+        .fetch_all(self.db.reader())
+        .await?
+        .iter()
+        .map(|row| {
+            Ok(AttemptRow {
+                attempt: row.try_get("attempt")?,
+                worker: row.try_get("worker")?,
+                started_at: row.try_get("started_at")?,
+                duration_ms: row.try_get("duration_ms")?,
+                outcome: row.try_get("outcome")?,
+                status: row.try_get("status")?,
+                detail: row.try_get("detail")?,
+            })
+        })
+        .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        Ok(Some((job, attempts)))
+    }
+
+    /// Puts a failed or dead job back in the queue with a fresh maximum age, after an
+    /// operator fixed the cause.
+    pub async fn requeue(
+        &self,
+        id: i64,
+        now: UnixMillis,
+        max_age: std::time::Duration,
+    ) -> Result<Requeue, sqlx::Error> {
+        let updated = sqlx::query(
+            "UPDATE delivery_jobs SET state = 'queued', run_at = $1, updated_at = $1, \
+             expires_at = $2, failures = 0 WHERE id = $3 AND state IN ('failed', 'dead')",
+        )
+        .bind(now)
+        .bind(now.saturating_add(millis(max_age)))
+        .bind(id)
+        .execute(self.db.writer())
+        .await?;
+        if updated.rows_affected() > 0 {
+            return Ok(Requeue::Requeued);
+        }
+        let state: Option<(String,)> =
+            sqlx::query_as("SELECT state FROM delivery_jobs WHERE id = $1")
+                .bind(id)
+                .fetch_optional(self.db.writer())
+                .await?;
+        Ok(match state.and_then(|(s,)| JobState::parse(&s)) {
+            Some(state) => Requeue::NotFinal(state),
+            None => Requeue::NotFound,
+        })
+    }
+}

@@ -1,0 +1,351 @@
+//! The workers: claim due jobs in batches, send each through its channel with a bounded
+//! number in flight, classify the answer, and record outcomes in batched transactions.
+//! On shutdown they stop claiming and let in-flight sends finish within a bound; a send
+//! still running after that keeps its lease and is reaped (as `abandoned`) later.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::FutureExt as _;
+use tokio::sync::{Notify, mpsc};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::policy::{Next, decide};
+use super::store::{ClaimedJob, Completion, Outbox};
+use crate::channels::{ChannelStatus, Message, SendContext, SendResult, Verdict};
+use crate::clock::{SharedClock, millis};
+use crate::rules::DeliverySettings;
+
+/// Where the workers read the settings and channels in force; implemented over the
+/// hot-reloaded rules by the app, and over fixed values by tests.
+pub trait DeliverySetup: Send + Sync + 'static {
+    fn settings(&self) -> DeliverySettings;
+    fn channel(&self, id: &str) -> Option<ChannelStatus>;
+}
+
+/// Most outcomes recorded in one transaction.
+const RECORD_BATCH: usize = 512;
+/// How often expired leases are looked for at most.
+const REAP_EVERY: Duration = Duration::from_secs(1);
+
+/// Claims and sends outbox jobs for one process.
+pub struct Dispatcher<S> {
+    outbox: Outbox,
+    setup: Arc<S>,
+    clock: SharedClock,
+    worker_id: String,
+    wake: Arc<Notify>,
+}
+
+impl<S: DeliverySetup> Dispatcher<S> {
+    /// `worker_id` names this process in leases and the attempts log.
+    pub fn new(outbox: Outbox, setup: Arc<S>, clock: SharedClock, worker_id: String) -> Self {
+        Self {
+            outbox,
+            setup,
+            clock,
+            worker_id,
+            wake: Arc::new(Notify::new()),
+        }
+    }
+
+    /// Notifying this makes an idle dispatcher look for jobs at once (after an enqueue
+    /// in this process) instead of at the next poll.
+    pub fn waker(&self) -> Arc<Notify> {
+        self.wake.clone()
+    }
+
+    /// Sends every job that is due now, records the outcomes, and returns how many were
+    /// attempted; jobs that become due meanwhile (retries) are left for the next call.
+    /// Tests drive delivery with this and a manual clock.
+    pub async fn drain_due(&self) -> Result<usize, sqlx::Error> {
+        let mut attempted = 0;
+        let started_at = self.clock.now_ms();
+        loop {
+            self.outbox.reap_expired_leases(self.clock.now_ms()).await?;
+            let settings = self.setup.settings();
+            let limit = i64::try_from(settings.concurrency).unwrap_or(i64::MAX);
+            let jobs = self
+                .outbox
+                .claim(&self.worker_id, started_at, settings.lease, limit)
+                .await?;
+            if jobs.is_empty() {
+                return Ok(attempted);
+            }
+            attempted += jobs.len();
+            let sends = jobs.into_iter().map(|job| self.send_one(job));
+            let completions = futures::future::join_all(sends).await;
+            self.outbox
+                .complete(&completions, self.clock.now_ms())
+                .await?;
+        }
+    }
+
+    /// Runs until `cancel` fires, then stops claiming, waits up to `drain` for in-flight
+    /// sends, and records every outcome it has.
+    pub async fn run(self, cancel: CancellationToken, drain: Duration) {
+        let this = Arc::new(self);
+        let (done_tx, done_rx) = mpsc::channel::<Completion>(RECORD_BATCH * 4);
+        let recorder = tokio::spawn(record_outcomes(
+            this.outbox.clone(),
+            this.clock.clone(),
+            done_rx,
+        ));
+        let mut in_flight: JoinSet<()> = JoinSet::new();
+        let mut last_reap: Option<Instant> = None;
+        let mut failing_since: Option<Instant> = None;
+        while !cancel.is_cancelled() {
+            while in_flight.try_join_next().is_some() {}
+            let settings = this.setup.settings();
+            if last_reap.is_none_or(|at| at.elapsed() >= REAP_EVERY) {
+                last_reap = Some(Instant::now());
+                if let Err(error) = this.outbox.reap_expired_leases(this.clock.now_ms()).await {
+                    tracing::warn!(%error, "cannot reap expired leases");
+                }
+            }
+            let free = settings.concurrency.saturating_sub(in_flight.len());
+            // Claiming one job per finished send would cost a write per job; wait until a
+            // quarter of the slots are free, unless nothing at all is in flight.
+            if free == 0 || (free < settings.concurrency.div_ceil(4) && !in_flight.is_empty()) {
+                tokio::select! {
+                    _ = in_flight.join_next() => {}
+                    _ = cancel.cancelled() => break,
+                }
+                continue;
+            }
+            let claimed = this
+                .outbox
+                .claim(
+                    &this.worker_id,
+                    this.clock.now_ms(),
+                    settings.lease,
+                    i64::try_from(free).unwrap_or(i64::MAX),
+                )
+                .await;
+            let jobs = match claimed {
+                Ok(jobs) => {
+                    if let Some(since) = failing_since.take() {
+                        tracing::info!(after = ?since.elapsed(), "claiming jobs works again");
+                    }
+                    jobs
+                }
+                Err(error) => {
+                    if failing_since.is_none() {
+                        failing_since = Some(Instant::now());
+                        tracing::error!(%error, "cannot claim outbox jobs; retrying every poll interval");
+                    }
+                    Vec::new()
+                }
+            };
+            let full_batch = jobs.len() == free;
+            for job in jobs {
+                let this = this.clone();
+                let done_tx = done_tx.clone();
+                in_flight.spawn(async move {
+                    let completion = this.send_one(job).await;
+                    // The recorder only stops after every sender is gone, so this cannot fail
+                    // while the dispatcher runs.
+                    let _ = done_tx.send(completion).await;
+                });
+            }
+            if full_batch && failing_since.is_none() {
+                continue;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(settings.poll_interval) => {}
+                _ = this.wake.notified() => {}
+                Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
+                _ = cancel.cancelled() => break,
+            }
+        }
+        let left = in_flight.len();
+        if left > 0 {
+            tracing::info!(
+                in_flight = left,
+                ?drain,
+                "waiting for in-flight sends to finish"
+            );
+            let finished = tokio::time::timeout(drain, async {
+                while in_flight.join_next().await.is_some() {}
+            })
+            .await;
+            if finished.is_err() {
+                tracing::warn!(
+                    still_running = in_flight.len(),
+                    "in-flight sends did not finish in time; their jobs will be retried after their lease"
+                );
+                in_flight.abort_all();
+            }
+        }
+        drop(done_tx);
+        drop(this);
+        if let Err(error) = recorder.await {
+            tracing::error!(%error, "the outcome recorder stopped abnormally");
+        }
+    }
+
+    /// One attempt at one job; never fails, never panics outward: every path ends in a
+    /// completion to record.
+    async fn send_one(&self, job: ClaimedJob) -> Completion {
+        let settings = self.setup.settings();
+        let started_at = self.clock.now_ms();
+        let timer = Instant::now();
+        let (outcome, result) = self.attempt(&job, &settings).await;
+        let now = self.clock.now_ms();
+        let next = decide(
+            &settings.retry,
+            &result.verdict,
+            job.failures,
+            now,
+            job.expires_at,
+            &mut rand::rng(),
+        );
+        metrics::counter!(
+            "qunfa_delivery_attempts_total",
+            "channel" => job.channel.clone(),
+            "outcome" => outcome,
+        )
+        .increment(1);
+        let mut detail = result.detail;
+        if next == Next::Dead {
+            detail = format!("retries exhausted within the maximum age: {detail}");
+        }
+        Completion {
+            job_id: job.id,
+            attempt: job.attempt,
+            worker: self.worker_id.clone(),
+            started_at,
+            duration_ms: i64::try_from(timer.elapsed().as_millis()).unwrap_or(i64::MAX),
+            outcome,
+            status: result.status.map(i64::from),
+            detail,
+            next,
+        }
+    }
+
+    async fn attempt(
+        &self,
+        job: &ClaimedJob,
+        settings: &DeliverySettings,
+    ) -> (&'static str, SendResult) {
+        let not_sent = |detail: String| {
+            (
+                "not_sent",
+                SendResult::new(Verdict::Retryable { after: None }, None, detail),
+            )
+        };
+        let channel = match self.setup.channel(&job.channel) {
+            Some(ChannelStatus::Ready(channel)) => channel,
+            Some(ChannelStatus::Disabled { reason }) => {
+                return not_sent(format!("channel `{}` is disabled: {reason}", job.channel));
+            }
+            None => {
+                return not_sent(format!(
+                    "channel `{}` is not in the rules; add it or the job dies at its maximum age",
+                    job.channel
+                ));
+            }
+        };
+        let message: Message = match serde_json::from_str(&job.payload) {
+            Ok(message) => message,
+            Err(error) => {
+                return (
+                    "invalid_payload",
+                    SendResult::new(
+                        Verdict::ContentBlocked,
+                        None,
+                        format!("the stored message is not valid: {error}"),
+                    ),
+                );
+            }
+        };
+        let ctx = SendContext {
+            job_id: job.id,
+            idempotency_key: &job.idempotency_key,
+            attempt: job.attempt,
+            recipient: &job.recipient,
+        };
+        // Adapters bound their own calls; this is the backstop that keeps a job from
+        // outliving its lease if one does not.
+        let bound = settings.http_timeout + Duration::from_secs(5);
+        let send = AssertUnwindSafe(channel.send(&ctx, &message)).catch_unwind();
+        match tokio::time::timeout(bound, send).await {
+            Ok(Ok(result)) => (result.verdict.as_str(), result),
+            Ok(Err(_panic)) => {
+                tracing::error!(channel = %job.channel, job.id, "channel adapter panicked");
+                (
+                    "adapter_panic",
+                    SendResult::new(
+                        Verdict::Retryable { after: None },
+                        None,
+                        "the channel adapter panicked; this is a bug in qunfa",
+                    ),
+                )
+            }
+            Err(_) => (
+                "timeout",
+                SendResult::new(
+                    Verdict::Retryable { after: None },
+                    None,
+                    format!("no answer within {}ms", millis(bound)),
+                ),
+            ),
+        }
+    }
+}
+
+/// Writes outcomes in batches until every sender is gone. A failed write is retried, a
+/// bounded number of times once shutting down, so a dead database cannot hang exit; what
+/// is not recorded is reaped and retried after its lease.
+async fn record_outcomes(outbox: Outbox, clock: SharedClock, mut done: mpsc::Receiver<Completion>) {
+    let mut batch = Vec::with_capacity(RECORD_BATCH);
+    while done.recv_many(&mut batch, RECORD_BATCH).await > 0 {
+        let mut tries = 0u32;
+        while let Err(error) = outbox.complete(&batch, clock.now_ms()).await {
+            tries += 1;
+            tracing::error!(%error, outcomes = batch.len(), tries, "cannot record delivery outcomes");
+            if done.is_closed() && tries >= 10 {
+                tracing::error!(
+                    outcomes = batch.len(),
+                    "giving up; these jobs will be retried after their lease expires"
+                );
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200 * u64::from(tries.min(10)))).await;
+        }
+        batch.clear();
+    }
+}
+
+/// Publishes job counts per state and the queue's lag as gauges, every `every`.
+pub async fn report_gauges(
+    outbox: Outbox,
+    clock: SharedClock,
+    cancel: CancellationToken,
+    every: Duration,
+) {
+    loop {
+        match outbox.summary(clock.now_ms()).await {
+            Ok(summary) => {
+                for (state, count) in [
+                    ("queued", summary.queued),
+                    ("leased", summary.leased),
+                    ("sent", summary.sent),
+                    ("retry_wait", summary.retry_wait),
+                    ("failed", summary.failed),
+                    ("dead", summary.dead),
+                ] {
+                    metrics::gauge!("qunfa_outbox_jobs", "state" => state).set(count as f64);
+                }
+                metrics::gauge!("qunfa_outbox_lag_seconds").set(summary.lag_ms as f64 / 1000.0);
+            }
+            Err(error) => tracing::warn!(%error, "cannot read outbox counts for metrics"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = cancel.cancelled() => return,
+        }
+    }
+}
