@@ -11,7 +11,10 @@ pub mod health;
 mod layers;
 pub mod metrics;
 pub mod openapi;
+pub mod outbox;
 
+#[cfg(test)]
+mod outbox_tests;
 #[cfg(test)]
 mod testing;
 #[cfg(test)]

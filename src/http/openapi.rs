@@ -37,6 +37,7 @@ pub const BEARER_SCHEME: &str = "bearer";
     modifiers(&BearerScheme),
     tags(
         (name = "auth", description = "Who is calling"),
+        (name = "outbox", description = "Queued, failed and dead deliveries"),
     )
 )]
 struct ApiDoc;
@@ -57,7 +58,9 @@ impl Modify for BearerScheme {
 
 /// Every `/api/v1` route together with its OpenAPI description.
 pub fn api_openapi_router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::with_openapi(ApiDoc::openapi()).routes(routes!(super::auth::whoami))
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(super::auth::whoami))
+        .merge(super::outbox::routes())
 }
 
 /// The `/api/v1` routes plus `GET /api/v1/openapi.json` describing them.
