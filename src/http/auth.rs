@@ -186,6 +186,61 @@ mod tests {
         assert_eq!(authenticate(b"roo", Some("root"), &[]), None);
     }
 
+    /// Collects formatted log output in memory.
+    #[derive(Clone, Default)]
+    struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            if let Ok(mut out) = self.0.lock() {
+                out.extend_from_slice(buf);
+            }
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
+        type Writer = Captured;
+        fn make_writer(&'a self) -> Captured {
+            self.clone()
+        }
+    }
+
+    #[tokio::test]
+    async fn logs_name_the_caller_and_never_the_token() {
+        use crate::http::testing::{fixture, request, rules_with_tokens, send};
+        let rules = rules_with_tokens(&[("dashboard", Role::Viewer, "viewer-secret-4711")]);
+        let fx = fixture(rules).await;
+        let app = crate::http::router(fx.state, axum::Router::new());
+        let captured = Captured::default();
+        let subscriber = tracing_subscriber::fmt()
+            .json()
+            .with_max_level(tracing::Level::DEBUG)
+            .with_writer(captured.clone())
+            .finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+        for token in ["viewer-secret-4711", "wrong-secret-4712"] {
+            let bearer = format!("Bearer {token}");
+            let headers = [("authorization", bearer.as_str())];
+            send(
+                &app,
+                request("GET", "/api/v1/whoami", &headers, axum::body::Body::empty()),
+            )
+            .await;
+        }
+        let logs = captured
+            .0
+            .lock()
+            .map(|out| String::from_utf8_lossy(&out).into_owned())
+            .unwrap_or_default();
+        assert!(logs.contains(r#""caller":"dashboard""#), "{logs}");
+        assert!(logs.contains("unknown bearer token"), "{logs}");
+        assert!(!logs.contains("4711") && !logs.contains("4712"), "{logs}");
+    }
+
     #[test]
     fn require_names_the_missing_role() {
         let viewer = Caller {
