@@ -241,6 +241,35 @@ mod tests {
         assert!(!logs.contains("4711") && !logs.contains("4712"), "{logs}");
     }
 
+    fn parts_with_authorization(value: &[u8]) -> Option<Parts> {
+        let value = axum::http::HeaderValue::from_bytes(value).ok()?;
+        let request = axum::http::Request::builder()
+            .header(AUTHORIZATION, value)
+            .body(())
+            .ok()?;
+        Some(request.into_parts().0)
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_authorization_header_parses_without_panicking(value in proptest::collection::vec(proptest::num::u8::ANY, 0..80)) {
+            if let Some(parts) = parts_with_authorization(&value) {
+                if let Ok(token) = bearer_token(&parts) {
+                    proptest::prop_assert!(!token.is_empty());
+                    proptest::prop_assert!(!token.starts_with(' ') && !token.ends_with(' '));
+                }
+            }
+        }
+
+        #[test]
+        fn bearer_tokens_round_trip(scheme in "(?i:bearer)", token in "[!-~]{1,64}") {
+            let header = format!("{scheme} {token}");
+            let parts = parts_with_authorization(header.as_bytes());
+            let parsed = parts.as_ref().map(bearer_token);
+            proptest::prop_assert_eq!(parsed, Some(Ok(token.as_str())));
+        }
+    }
+
     #[test]
     fn require_names_the_missing_role() {
         let viewer = Caller {
