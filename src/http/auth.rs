@@ -253,11 +253,11 @@ mod tests {
     proptest::proptest! {
         #[test]
         fn any_authorization_header_parses_without_panicking(value in proptest::collection::vec(proptest::num::u8::ANY, 0..80)) {
-            if let Some(parts) = parts_with_authorization(&value) {
-                if let Ok(token) = bearer_token(&parts) {
-                    proptest::prop_assert!(!token.is_empty());
-                    proptest::prop_assert!(!token.starts_with(' ') && !token.ends_with(' '));
-                }
+            if let Some(parts) = parts_with_authorization(&value)
+                && let Ok(token) = bearer_token(&parts)
+            {
+                proptest::prop_assert!(!token.is_empty());
+                proptest::prop_assert!(!token.starts_with(' ') && !token.ends_with(' '));
             }
         }
 
