@@ -8,8 +8,10 @@
 //! `http` assembles the router; `app` wires everything for `qunfa serve`.
 
 pub mod app;
+pub mod bot;
 pub mod channels;
 pub mod clock;
+pub mod console;
 pub mod db;
 pub mod delivery;
 pub mod error;

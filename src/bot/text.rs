@@ -1,0 +1,311 @@
+//! Every sentence the bot says, in English and Chinese, in one place so the two languages
+//! stay in step. Pure string building; the router and commands pick the language.
+
+use super::parse::ParseError;
+use crate::rules::{CommandRule, Role};
+
+/// The language of a reply: Chinese when the caller typed a Chinese command word.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lang {
+    En,
+    Zh,
+}
+
+impl Lang {
+    /// Chinese when the word holds a CJK character, English otherwise.
+    pub fn for_word(word: &str) -> Lang {
+        if word.chars().any(is_cjk) {
+            Lang::Zh
+        } else {
+            Lang::En
+        }
+    }
+}
+
+fn is_cjk(c: char) -> bool {
+    matches!(c,
+        '\u{2E80}'..='\u{2FDF}'   // radicals
+        | '\u{3040}'..='\u{30FF}' // kana, typed by the same IMEs
+        | '\u{3400}'..='\u{4DBF}' // extension A
+        | '\u{4E00}'..='\u{9FFF}' // unified ideographs
+        | '\u{F900}'..='\u{FAFF}' // compatibility ideographs
+        | '\u{20000}'..='\u{3134F}') // extensions B–G
+}
+
+/// How a command is written in replies: `/name usage`.
+pub fn synopsis(command: &CommandRule) -> String {
+    if command.usage.is_empty() {
+        format!("/{}", command.name)
+    } else {
+        format!("/{} {}", command.name, command.usage)
+    }
+}
+
+fn role_name(lang: Lang, role: Role) -> String {
+    match lang {
+        Lang::En => role.as_str().to_string(),
+        Lang::Zh => {
+            let zh = match role {
+                Role::Viewer => "查看者",
+                Role::Operator => "操作员",
+                Role::Approver => "审批人",
+                Role::Admin => "管理员",
+            };
+            format!("{zh} ({role})")
+        }
+    }
+}
+
+/// The `[[operator]]` table an admin adds to let this caller in.
+fn operator_snippet(platform: &str, user: &str) -> String {
+    let quoted = |text: &str| toml::Value::String(text.to_string()).to_string();
+    format!(
+        "[[operator]]\nplatform = {}\nuser = {}\nrole = \"viewer\"",
+        quoted(platform),
+        quoted(user)
+    )
+}
+
+pub fn onboarding(lang: Lang, platform: &str, user: &str) -> String {
+    let snippet = operator_snippet(platform, user);
+    match lang {
+        Lang::En => format!(
+            "To become an operator, ask an admin to add this to bot-rules (role: viewer, operator, approver or admin):\n{snippet}"
+        ),
+        Lang::Zh => format!(
+            "如需成为操作员，请管理员在 bot-rules 中添加以下配置（role 可为 viewer、operator、approver 或 admin）：\n{snippet}"
+        ),
+    }
+}
+
+pub fn unknown_command(lang: Lang, typed: &str, suggestion: Option<&str>) -> String {
+    let typed = shorten(typed);
+    match (lang, suggestion) {
+        (Lang::En, Some(s)) => {
+            format!(
+                "unknown command `/{typed}`; did you mean `/{s}`? Send /help for the commands you may use."
+            )
+        }
+        (Lang::En, None) => {
+            format!("unknown command `/{typed}`. Send /help for the commands you may use.")
+        }
+        (Lang::Zh, Some(s)) => {
+            format!("未知命令 `/{typed}`；您是不是想用 `/{s}`？发送「帮助」查看您可以使用的命令。")
+        }
+        (Lang::Zh, None) => format!("未知命令 `/{typed}`。发送「帮助」查看您可以使用的命令。"),
+    }
+}
+
+pub fn denied(
+    lang: Lang,
+    command: &CommandRule,
+    required: Role,
+    caller: Option<Role>,
+    platform: &str,
+    user: &str,
+) -> String {
+    let name = &command.name;
+    let hint = onboarding(lang, platform, user);
+    match (lang, caller) {
+        (Lang::En, Some(role)) => format!(
+            "`/{name}` needs the role {} or higher; you are {}. An admin can raise your role in the [[operator]] entry for you in bot-rules.",
+            role_name(lang, required),
+            role_name(lang, role)
+        ),
+        (Lang::En, None) => format!(
+            "`/{name}` needs the role {} or higher; you are not an operator. Send /whoami to see your user id.\n{hint}",
+            role_name(lang, required)
+        ),
+        (Lang::Zh, Some(role)) => format!(
+            "`/{name}` 需要 {} 或更高的角色；您当前是 {}。管理员可在 bot-rules 中您的 [[operator]] 条目里提升您的角色。",
+            role_name(lang, required),
+            role_name(lang, role)
+        ),
+        (Lang::Zh, None) => format!(
+            "`/{name}` 需要 {} 或更高的角色；您还不是操作员。发送「我是谁」查看您的用户 ID。\n{hint}",
+            role_name(lang, required)
+        ),
+    }
+}
+
+pub fn parse_error(lang: Lang, error: &ParseError, command: &CommandRule) -> String {
+    let usage = synopsis(command);
+    let problem = match (lang, error) {
+        (Lang::En, ParseError::UnterminatedQuote { open, close, near }) if near.is_empty() => {
+            format!("the quote {open} at the end is never closed (add a closing {close})")
+        }
+        (Lang::En, other) => other.to_string(),
+        (Lang::Zh, ParseError::UnterminatedQuote { open, close, near }) if near.is_empty() => {
+            format!("末尾的引号 {open} 没有闭合（请补上 {close}）")
+        }
+        (Lang::Zh, ParseError::UnterminatedQuote { open, close, near }) => {
+            format!("`{near}` 前的引号 {open} 没有闭合（请补上 {close}）")
+        }
+        (Lang::Zh, ParseError::EmptyFlagName) => {
+            "选项缺少名称：请写成 `--名称 值` 或 `--名称=值`".to_string()
+        }
+    };
+    match lang {
+        Lang::En => format!("cannot read that command: {problem}. Usage: {usage}"),
+        Lang::Zh => format!("无法解析该命令：{problem}。用法：{usage}"),
+    }
+}
+
+pub fn bad_arguments(lang: Lang, command: &CommandRule) -> String {
+    let usage = synopsis(command);
+    match lang {
+        Lang::En => format!("wrong arguments. Usage: {usage}"),
+        Lang::Zh => format!("参数有误。用法：{usage}"),
+    }
+}
+
+pub fn not_implemented(lang: Lang, name: &str) -> String {
+    match lang {
+        Lang::En => format!(
+            "`/{name}` is configured in bot-rules but this version of qunfa does not implement it."
+        ),
+        Lang::Zh => format!("`/{name}` 已在 bot-rules 中配置，但当前版本的 qunfa 尚未实现该命令。"),
+    }
+}
+
+pub fn audit_unavailable(lang: Lang) -> String {
+    match lang {
+        Lang::En => "nothing was done: the command could not be recorded in the audit log (database unavailable). Try again shortly; if it persists, check the qunfa log.".to_string(),
+        Lang::Zh => "未执行：无法写入命令审计日志（数据库不可用）。请稍后重试；如持续出现，请检查 qunfa 日志。".to_string(),
+    }
+}
+
+pub fn help_list(lang: Lang, usable: &[&CommandRule]) -> String {
+    let mut out = match lang {
+        Lang::En => "Commands you may use:".to_string(),
+        Lang::Zh => "您可以使用的命令：".to_string(),
+    };
+    for command in usable {
+        out.push('\n');
+        out.push_str(&synopsis(command));
+        if !command.aliases.is_empty() {
+            let aliases = command.aliases.join(", ");
+            match lang {
+                Lang::En => out.push_str(&format!(" (aliases: {aliases})")),
+                Lang::Zh => out.push_str(&format!("（别名：{aliases}）")),
+            }
+        }
+        if !command.summary.is_empty() {
+            out.push_str(" — ");
+            out.push_str(&command.summary);
+        }
+    }
+    out.push('\n');
+    out.push_str(match lang {
+        Lang::En => "Send /help <command> for details.",
+        Lang::Zh => "发送「帮助 <命令>」查看详细用法。",
+    });
+    out
+}
+
+pub fn help_none_usable(lang: Lang, platform: &str, user: &str) -> String {
+    let hint = onboarding(lang, platform, user);
+    match lang {
+        Lang::En => format!("There are no commands you may use yet.\n{hint}"),
+        Lang::Zh => format!("您目前没有可以使用的命令。\n{hint}"),
+    }
+}
+
+pub fn help_detail(lang: Lang, command: &CommandRule, caller_may_use: bool) -> String {
+    let none = match lang {
+        Lang::En => "none",
+        Lang::Zh => "无",
+    };
+    let aliases = if command.aliases.is_empty() {
+        none.to_string()
+    } else {
+        command.aliases.join(", ")
+    };
+    let role = match command.role {
+        Some(role) => role_name(lang, role),
+        None => match lang {
+            Lang::En => "anyone".to_string(),
+            Lang::Zh => "所有人".to_string(),
+        },
+    };
+    let usage = synopsis(command);
+    let summary = &command.summary;
+    match (lang, caller_may_use) {
+        (Lang::En, may) => format!(
+            "{usage}\n{summary}\naliases: {aliases}\nrequired role: {role}{}",
+            if may {
+                ""
+            } else {
+                "\nyou may not use this command"
+            }
+        ),
+        (Lang::Zh, may) => format!(
+            "{usage}\n{summary}\n别名：{aliases}\n所需角色：{role}{}",
+            if may {
+                ""
+            } else {
+                "\n您无权使用该命令"
+            }
+        ),
+    }
+}
+
+pub fn help_unknown_topic(lang: Lang, topic: &str) -> String {
+    let topic = shorten(topic);
+    match lang {
+        Lang::En => {
+            format!("there is no command `{topic}`. Send /help for the commands you may use.")
+        }
+        Lang::Zh => format!("没有名为 `{topic}` 的命令。发送「帮助」查看您可以使用的命令。"),
+    }
+}
+
+/// What `/whoami` knows about the caller.
+pub struct Identity<'a> {
+    pub platform: &'a str,
+    pub user: &'a str,
+    pub name: Option<&'a str>,
+    pub account: &'a str,
+    pub role: Option<Role>,
+}
+
+pub fn whoami(lang: Lang, who: &Identity<'_>) -> String {
+    let (platform, user, account) = (who.platform, who.user, who.account);
+    let mut out = match lang {
+        Lang::En => format!("platform: {platform}\nuser id: {user}"),
+        Lang::Zh => format!("平台：{platform}\n用户 ID：{user}"),
+    };
+    if let Some(name) = who.name {
+        match lang {
+            Lang::En => out.push_str(&format!("\nname: {name}")),
+            Lang::Zh => out.push_str(&format!("\n名称：{name}")),
+        }
+    }
+    match lang {
+        Lang::En => out.push_str(&format!("\naccount: {account}")),
+        Lang::Zh => out.push_str(&format!("\n账号：{account}")),
+    }
+    match (lang, who.role) {
+        (Lang::En, Some(role)) => out.push_str(&format!("\nrole: {}", role_name(lang, role))),
+        (Lang::Zh, Some(role)) => out.push_str(&format!("\n角色：{}", role_name(lang, role))),
+        (Lang::En, None) => out.push_str("\nrole: not an operator"),
+        (Lang::Zh, None) => out.push_str("\n角色：非操作员"),
+    }
+    if who.role.is_none() {
+        out.push('\n');
+        out.push_str(&onboarding(lang, platform, user));
+    }
+    out
+}
+
+/// Caps text echoed back from the caller, so a pasted essay is not repeated in full.
+fn shorten(text: &str) -> String {
+    const MAX_CHARS: usize = 40;
+    if text.chars().count() <= MAX_CHARS {
+        text.to_string()
+    } else {
+        let mut short: String = text.chars().take(MAX_CHARS).collect();
+        short.push('…');
+        short
+    }
+}
