@@ -14,5 +14,8 @@ pub mod clock;
 pub mod console;
 pub mod db;
 pub mod delivery;
+pub mod error;
+pub mod http;
 pub mod inbound;
 pub mod rules;
+pub mod telemetry;

@@ -1,0 +1,221 @@
+//! Cross-cutting request handling every route gets: the request id, the request deadline,
+//! and the rewrite that gives every error response, whoever produced it, the JSON shape of
+//! [`ApiError`].
+
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use axum::http::{HeaderName, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use crate::error::ApiError;
+
+/// The header that correlates a request with its log lines.
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Longest caller-supplied request id we keep; longer ones are replaced, since the id is
+/// copied into every log line of the request.
+const MAX_REQUEST_ID_LEN: usize = 128;
+
+/// Error bodies longer than this are not worth quoting back as the message.
+const MAX_QUOTED_ERROR_LEN: usize = 512;
+
+/// Keeps the caller's `x-request-id` when it is reasonable (1..=128 visible ASCII
+/// characters), otherwise sets a fresh UUID; the id is echoed on the response.
+pub async fn request_id(mut request: Request, next: Next) -> Response {
+    let id = request
+        .headers()
+        .get(&REQUEST_ID)
+        .filter(|value| acceptable_request_id(value.as_bytes()))
+        .cloned()
+        .unwrap_or_else(fresh_request_id);
+    request.headers_mut().insert(REQUEST_ID, id.clone());
+    let mut response = next.run(request).await;
+    response.headers_mut().insert(REQUEST_ID, id);
+    response
+}
+
+fn acceptable_request_id(bytes: &[u8]) -> bool {
+    (1..=MAX_REQUEST_ID_LEN).contains(&bytes.len())
+        && bytes.iter().all(|byte| byte.is_ascii_graphic())
+}
+
+fn fresh_request_id() -> HeaderValue {
+    let id = uuid::Uuid::new_v4().hyphenated().to_string();
+    // A hyphenated UUID is always a valid header value; the fallback is unreachable.
+    HeaderValue::from_str(&id).unwrap_or(HeaderValue::from_static("unknown"))
+}
+
+/// Answers 503 `timeout` when the handler has not finished within the deadline, so a stuck
+/// dependency cannot hold connections forever.
+pub async fn enforce_deadline(
+    State(deadline): State<Duration>,
+    request: Request,
+    next: Next,
+) -> Response {
+    match tokio::time::timeout(deadline, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => {
+            tracing::warn!(
+                deadline_ms = deadline.as_millis() as u64,
+                "request exceeded its deadline"
+            );
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "timeout",
+                format!(
+                    "the request did not finish within {}; try again later",
+                    describe_duration(deadline)
+                ),
+            )
+            .into_response()
+        }
+    }
+}
+
+fn describe_duration(duration: Duration) -> String {
+    if duration.subsec_millis() == 0 {
+        format!("{} s", duration.as_secs())
+    } else {
+        format!("{} ms", duration.as_millis())
+    }
+}
+
+/// Rewrites error responses that are not JSON yet (axum's own rejections, 405s, the body
+/// limit's 413, plain-text errors from handlers) into the [`ApiError`] shape, keeping the
+/// status and headers. A short plain-text 4xx body becomes the message; 5xx text is
+/// dropped because it may describe internals.
+pub async fn json_errors(
+    State(body_limit): State<usize>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) || is_json(&response) {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let quoted = if status.is_client_error() {
+        quotable_text(body).await
+    } else {
+        None
+    };
+    let error = error_for_status(status, quoted, body_limit);
+    parts.headers.remove(CONTENT_LENGTH);
+    parts
+        .headers
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    let json = serde_json::to_vec(&error.body()).unwrap_or_default();
+    Response::from_parts(parts, Body::from(json))
+}
+
+fn is_json(response: &Response) -> bool {
+    response
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| {
+            let essence = value.split(';').next().unwrap_or("").trim();
+            essence.eq_ignore_ascii_case("application/json")
+                || essence.to_ascii_lowercase().ends_with("+json")
+        })
+}
+
+async fn quotable_text(body: Body) -> Option<String> {
+    let bytes = axum::body::to_bytes(body, MAX_QUOTED_ERROR_LEN)
+        .await
+        .ok()?;
+    let text = String::from_utf8(bytes.to_vec()).ok()?;
+    let text = text.trim();
+    (!text.is_empty()).then(|| text.to_string())
+}
+
+fn error_for_status(status: StatusCode, quoted: Option<String>, body_limit: usize) -> ApiError {
+    let reason = status.canonical_reason().unwrap_or("error").to_lowercase();
+    let message = quoted.unwrap_or(reason);
+    match status {
+        StatusCode::NOT_FOUND => ApiError::not_found(message),
+        StatusCode::METHOD_NOT_ALLOWED => ApiError::new(
+            status,
+            "method_not_allowed",
+            "this method is not allowed on this path; the Allow header lists the ones that are",
+        ),
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::payload_too_large(format!(
+            "the request body is larger than the {} limit",
+            describe_size(body_limit)
+        )),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => {
+            ApiError::new(status, "unsupported_media_type", message)
+        }
+        StatusCode::UNAUTHORIZED => ApiError::unauthorized(message),
+        StatusCode::FORBIDDEN => ApiError::forbidden(message),
+        StatusCode::REQUEST_TIMEOUT => ApiError::new(status, "request_timeout", message),
+        StatusCode::TOO_MANY_REQUESTS => ApiError::new(status, "too_many_requests", message),
+        StatusCode::UNPROCESSABLE_ENTITY => ApiError::new(status, "invalid_request", message),
+        StatusCode::SERVICE_UNAVAILABLE => ApiError::unavailable(message),
+        StatusCode::GATEWAY_TIMEOUT => ApiError::new(status, "timeout", message),
+        status if status.is_server_error() => ApiError {
+            status,
+            ..ApiError::internal()
+        },
+        status => ApiError::new(status, "bad_request", message),
+    }
+}
+
+fn describe_size(bytes: usize) -> String {
+    const MIB: usize = 1 << 20;
+    const KIB: usize = 1 << 10;
+    if bytes >= MIB && bytes.is_multiple_of(MIB) {
+        format!("{} MiB", bytes / MIB)
+    } else if bytes >= KIB && bytes.is_multiple_of(KIB) {
+        format!("{} KiB", bytes / KIB)
+    } else {
+        format!("{bytes} bytes")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn accepted_request_ids_are_safe_header_values(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+            if acceptable_request_id(&bytes) {
+                prop_assert!(HeaderValue::from_bytes(&bytes).is_ok());
+                prop_assert!(bytes.len() <= MAX_REQUEST_ID_LEN);
+                prop_assert!(!bytes.iter().any(|b| b.is_ascii_whitespace() || *b >= 0x7f));
+            }
+        }
+    }
+
+    #[test]
+    fn request_id_rules() {
+        assert!(acceptable_request_id(b"req-42"));
+        assert!(!acceptable_request_id(b""));
+        assert!(!acceptable_request_id(b"has space"));
+        assert!(!acceptable_request_id("中文".as_bytes()));
+        assert!(!acceptable_request_id(&[b'a'; MAX_REQUEST_ID_LEN + 1]));
+    }
+
+    #[test]
+    fn sizes_and_durations_read_naturally() {
+        assert_eq!(describe_size(1 << 20), "1 MiB");
+        assert_eq!(describe_size(64 << 10), "64 KiB");
+        assert_eq!(describe_size(1000), "1000 bytes");
+        assert_eq!(describe_duration(Duration::from_secs(30)), "30 s");
+        assert_eq!(describe_duration(Duration::from_millis(1500)), "1500 ms");
+    }
+
+    #[test]
+    fn server_errors_never_quote_their_text() {
+        let error = error_for_status(StatusCode::BAD_GATEWAY, None, 1);
+        assert_eq!(error.status, StatusCode::BAD_GATEWAY);
+        assert_eq!(error.code, "internal");
+    }
+}
