@@ -18,4 +18,5 @@ pub mod error;
 pub mod http;
 pub mod inbound;
 pub mod rules;
+pub mod shutdown;
 pub mod telemetry;

@@ -1,4 +1,6 @@
 //! One integration-test binary (one link step instead of one per file).
 
+mod cli;
+mod crash;
 mod delivery;
 mod storage;
