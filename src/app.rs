@@ -39,12 +39,22 @@ impl Live {
         for (id, reason) in channels.disabled() {
             tracing::warn!(channel = id, "channel disabled: {reason}");
         }
-        // The shell needs no secret; platforms with secrets add their checks here.
         let disabled_inbound = rules
             .inbound
             .iter()
-            .filter_map(|account| match account.platform {
-                InboundPlatform::Shell => None,
+            .filter_map(|account| {
+                let missing: Vec<String> = account
+                    .platform
+                    .secrets()
+                    .into_iter()
+                    .filter_map(|secret| secret.resolve().err())
+                    .collect();
+                if missing.is_empty() {
+                    return None;
+                }
+                let reason = missing.join("; ");
+                tracing::warn!(inbound = %account.id, "inbound account disabled: {reason}");
+                Some((account.id.clone(), reason))
             })
             .collect();
         Self {

@@ -109,6 +109,14 @@ async fn receive(
     }
     let outcome = match account.platform {
         InboundPlatform::Shell => shell::receive(&state, &live.rules, account, request).await,
+        // The rules loader refuses platforms without a handler, so this is unreachable with
+        // loaded rules; answer rather than panic all the same.
+        _ => Err(Rejection::new(
+            Verdict::Disabled,
+            StatusCode::NOT_IMPLEMENTED,
+            "platform_not_served",
+            "this platform is not served by this version",
+        )),
     };
     match outcome {
         Ok(response) => {

@@ -159,20 +159,124 @@ pub struct InboundAccount {
     pub platform: InboundPlatform,
 }
 
-/// Platform-specific settings of an inbound account. Platforms arrive one by one; the
-/// loader refuses a platform this binary does not implement with a clear message.
+/// Platform-specific settings of an inbound account; field names follow each platform's
+/// own terms (design.md, "Inbound accounts in the rules").
 #[derive(Debug, Clone, PartialEq)]
 pub enum InboundPlatform {
     /// The local console (`qunfa shell`): loopback only, authenticated by the token file
     /// that `serve` writes beside its database.
     Shell,
+    /// WeCom intelligent robot (group @-mentions, encrypted JSON, receive id "").
+    WecomAibot {
+        token: SecretRef,
+        aes_key: SecretRef,
+    },
+    /// WeCom self-built application (1:1, encrypted XML, receive id = corp id).
+    WecomApp {
+        token: SecretRef,
+        aes_key: SecretRef,
+        corp_id: String,
+        agent_id: Option<String>,
+    },
+    /// WeChat Official Account; no `aes_key` means plain mode.
+    WechatOa {
+        token: SecretRef,
+        aes_key: Option<SecretRef>,
+        app_id: String,
+    },
+    /// DingTalk enterprise robot in HTTP mode.
+    Dingtalk { app_secret: SecretRef },
+    /// Feishu / Lark event subscription v2.
+    Feishu {
+        verification_token: SecretRef,
+        encrypt_key: Option<SecretRef>,
+        app_id: String,
+        app_secret: SecretRef,
+        base_url: String,
+    },
+    /// Slack slash commands and Events API.
+    Slack {
+        signing_secret: SecretRef,
+        bot_token: Option<SecretRef>,
+        base_url: String,
+    },
+    /// QQ bot (official webhook mode, Ed25519).
+    Qq {
+        app_id: String,
+        app_secret: SecretRef,
+        base_url: String,
+    },
+    /// Standard Webhooks from the customer's own systems.
+    Standard {
+        secret: SecretRef,
+        tolerance: Duration,
+    },
 }
 
+/// Where each platform's API lives unless the rules point elsewhere.
+pub const FEISHU_BASE_URL: &str = "https://open.feishu.cn";
+pub const SLACK_BASE_URL: &str = "https://slack.com/api";
+pub const QQ_BASE_URL: &str = "https://api.sgroup.qq.com";
+/// How far a Standard Webhooks timestamp may be from now (the spec's suggestion).
+pub const STANDARD_TOLERANCE: Duration = Duration::from_secs(5 * 60);
+
 impl InboundPlatform {
+    /// Every platform name the rules accept, in the order of [`InboundPlatform::name`].
+    pub const NAMES: [&'static str; 9] = [
+        "shell",
+        "wecom_aibot",
+        "wecom_app",
+        "wechat_oa",
+        "dingtalk",
+        "feishu",
+        "slack",
+        "qq",
+        "standard",
+    ];
+
     /// The platform name as written in the rules and recorded in audits.
     pub fn name(&self) -> &'static str {
         match self {
             InboundPlatform::Shell => "shell",
+            InboundPlatform::WecomAibot { .. } => "wecom_aibot",
+            InboundPlatform::WecomApp { .. } => "wecom_app",
+            InboundPlatform::WechatOa { .. } => "wechat_oa",
+            InboundPlatform::Dingtalk { .. } => "dingtalk",
+            InboundPlatform::Feishu { .. } => "feishu",
+            InboundPlatform::Slack { .. } => "slack",
+            InboundPlatform::Qq { .. } => "qq",
+            InboundPlatform::Standard { .. } => "standard",
+        }
+    }
+
+    /// The secrets the account cannot work without (optional ones only when configured).
+    pub fn secrets(&self) -> Vec<&SecretRef> {
+        match self {
+            InboundPlatform::Shell => vec![],
+            InboundPlatform::WecomAibot { token, aes_key }
+            | InboundPlatform::WecomApp { token, aes_key, .. } => vec![token, aes_key],
+            InboundPlatform::WechatOa { token, aes_key, .. } => {
+                std::iter::once(token).chain(aes_key.as_ref()).collect()
+            }
+            InboundPlatform::Dingtalk { app_secret } => vec![app_secret],
+            InboundPlatform::Feishu {
+                verification_token,
+                encrypt_key,
+                app_secret,
+                ..
+            } => std::iter::once(verification_token)
+                .chain(encrypt_key.as_ref())
+                .chain(std::iter::once(app_secret))
+                .collect(),
+            InboundPlatform::Slack {
+                signing_secret,
+                bot_token,
+                ..
+            } => std::iter::once(signing_secret)
+                .chain(bot_token.as_ref())
+                .collect(),
+            InboundPlatform::Qq { app_secret, .. } => vec![app_secret],
+            InboundPlatform::Standard { secret, .. } => vec![secret],
         }
     }
 }

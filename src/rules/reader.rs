@@ -98,6 +98,11 @@ impl<'s, 't> Fields<'s, 't> {
         }
     }
 
+    /// Whether the entry sets `key` at all.
+    pub fn contains(&self, key: &str) -> bool {
+        self.table.contains_key(key)
+    }
+
     /// The item under `key`, marking the key as known.
     pub fn item(&mut self, key: &'static str) -> Option<(&'t Item, Pos)> {
         self.read.push(key);

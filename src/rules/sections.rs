@@ -11,10 +11,12 @@ use super::reader::{Fields, closest, tables_of};
 
 mod accounts;
 mod delivery;
+mod inbound;
 mod people;
 
-use accounts::{read_channel, read_inbound};
+use accounts::read_channel;
 use delivery::read_delivery;
+use inbound::read_inbound;
 use people::{read_api_token, read_command, read_operator};
 
 pub(super) const SECTIONS: [&str; 6] = [
@@ -26,19 +28,6 @@ pub(super) const SECTIONS: [&str; 6] = [
     "api_token",
 ];
 
-pub(super) const PLATFORMS: [&str; 1] = ["shell"];
-/// Named in the design and arriving in later versions: refused with "not supported yet"
-/// rather than "unknown", so nobody hunts for a typo that is not there.
-const PLANNED_PLATFORMS: [&str; 8] = [
-    "wecom_aibot",
-    "wecom_app",
-    "wechat_oa",
-    "dingtalk",
-    "feishu",
-    "slack",
-    "qq",
-    "standard",
-];
 pub(super) const CHANNEL_KINDS: [&str; 2] = ["log", "webhook"];
 const PLANNED_CHANNEL_KINDS: [&str; 14] = [
     "wecom_robot",

@@ -1,51 +1,12 @@
-//! Reads `[[inbound]]` and `[[channel]]` entries: the accounts qunfa talks to, with their
-//! secrets named by environment variable.
+//! Reads `[[channel]]` entries, the outbound accounts, and the URL and secret-name checks
+//! every account shares.
 
 use std::path::PathBuf;
 
-use super::{
-    CHANNEL_KINDS, FileRules, PLANNED_CHANNEL_KINDS, PLANNED_PLATFORMS, PLATFORMS, read_id,
-    unsupported,
-};
-use crate::rules::model::{
-    ChannelAccount, ChannelKind, InboundAccount, InboundPlatform, SecretRef,
-};
+use super::{CHANNEL_KINDS, FileRules, PLANNED_CHANNEL_KINDS, read_id, unsupported};
+use crate::rules::model::{ChannelAccount, ChannelKind, SecretRef};
 use crate::rules::problem::{At, Problem};
 use crate::rules::reader::Fields;
-
-pub(super) fn read_inbound(
-    mut fields: Fields<'_, '_>,
-    rules: &mut FileRules,
-    problems: &mut Vec<Problem>,
-) {
-    let id = read_id(&mut fields, problems);
-    let platform = fields.string("platform", problems);
-    let Some(platform) = fields.require(platform, "platform", problems) else {
-        return;
-    };
-    rules.inbound_platforms.push(platform.value.clone());
-    let platform = match platform.value.as_str() {
-        "shell" => InboundPlatform::Shell,
-        _ => {
-            return problems.push(unsupported(
-                "platform",
-                &platform,
-                &PLATFORMS,
-                &PLANNED_PLATFORMS,
-            ));
-        }
-    };
-    fields.finish(problems);
-    if let Some(id) = id {
-        rules.inbound.push(At {
-            value: InboundAccount {
-                id: id.value,
-                platform,
-            },
-            pos: id.pos,
-        });
-    }
-}
 
 pub(super) fn read_channel(
     mut fields: Fields<'_, '_>,
@@ -111,7 +72,7 @@ fn read_webhook_channel(
     })
 }
 
-fn check_url(url: At<String>, problems: &mut Vec<Problem>) -> Option<String> {
+pub(super) fn check_url(url: At<String>, problems: &mut Vec<Problem>) -> Option<String> {
     let complaint = match reqwest::Url::parse(&url.value) {
         Err(error) => Some(format!("`{}` is not a valid URL ({error})", url.value)),
         Ok(parsed) if !matches!(parsed.scheme(), "http" | "https") => Some(format!(
@@ -143,7 +104,7 @@ fn is_valid_env_name(name: &str) -> bool {
         && bytes.all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
 }
 
-fn read_secret_env(
+pub(super) fn read_secret_env(
     fields: &mut Fields<'_, '_>,
     key: &'static str,
     problems: &mut Vec<Problem>,
