@@ -165,6 +165,12 @@ fn rfc3339<S: Serializer>(ms: &UnixMillis, serializer: S) -> Result<S::Ok, S::Er
     }
 }
 
+/// Attempt rows per multi-row INSERT: 8 parameters each, well inside SQLite's and
+/// PostgreSQL's parameter limits.
+const ATTEMPT_ROWS_PER_STATEMENT: usize = 256;
+/// Job ids per `IN (...)` list when marking deliveries.
+const SENT_IDS_PER_STATEMENT: usize = 1000;
+
 const JOB_COLUMNS: &str = "id, idempotency_key, channel, recipient, state, attempts, failures, \
      last_error, run_at, created_at, updated_at, expires_at";
 
@@ -354,34 +360,73 @@ impl Outbox {
     }
 
     /// Records a batch of outcomes in one transaction: one commit (and one fsync on
-    /// SQLite) for many sends. An outcome only moves its job if the job is still held by
-    /// the same claim, so a slow worker cannot overwrite a later claim's state; a
-    /// delivery is always kept, since the message did reach the provider.
+    /// SQLite) for many sends, with multi-row statements for the attempts and for the
+    /// common case, deliveries, so a batch costs a handful of round trips rather than two
+    /// per send (the lag between a send and its record is what a crash can duplicate).
+    /// An outcome only moves its job if the job is still held by the same claim, so a
+    /// slow worker cannot overwrite a later claim's state; a delivery is always kept,
+    /// since the message did reach the provider.
     pub async fn complete(&self, batch: &[Completion], now: UnixMillis) -> Result<(), sqlx::Error> {
         let mut tx = self.db.writer().begin().await?;
-        for done in batch {
-            sqlx::query(
+        for chunk in batch.chunks(ATTEMPT_ROWS_PER_STATEMENT) {
+            let rows = (0..chunk.len())
+                .map(|i| {
+                    let p = i * 8;
+                    format!(
+                        "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${})",
+                        p + 1,
+                        p + 2,
+                        p + 3,
+                        p + 4,
+                        p + 5,
+                        p + 6,
+                        p + 7,
+                        p + 8
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(", ");
+            let sql = format!(
                 "INSERT INTO delivery_attempts \
                  (job_id, attempt, worker, started_at, duration_ms, outcome, status, detail) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-            )
-            .bind(done.job_id)
-            .bind(done.attempt)
-            .bind(&done.worker)
-            .bind(done.started_at)
-            .bind(done.duration_ms)
-            .bind(done.outcome)
-            .bind(done.status)
-            .bind(&done.detail)
-            .execute(&mut *tx)
-            .await?;
+                 VALUES {rows}"
+            );
+            let mut insert = sqlx::query(&sql);
+            for done in chunk {
+                insert = insert
+                    .bind(done.job_id)
+                    .bind(done.attempt)
+                    .bind(&done.worker)
+                    .bind(done.started_at)
+                    .bind(done.duration_ms)
+                    .bind(done.outcome)
+                    .bind(done.status)
+                    .bind(&done.detail);
+            }
+            insert.execute(&mut *tx).await?;
+        }
+        let delivered: Vec<i64> = batch
+            .iter()
+            .filter(|done| done.next == Next::Sent)
+            .map(|done| done.job_id)
+            .collect();
+        for ids in delivered.chunks(SENT_IDS_PER_STATEMENT) {
+            let list = (0..ids.len())
+                .map(|i| format!("${}", i + 2))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let sql = format!(
+                "UPDATE delivery_jobs SET state = 'sent', lease_owner = NULL, lease_until = NULL, \
+                 last_error = NULL, updated_at = $1 WHERE id IN ({list}) AND state <> 'sent'"
+            );
+            let mut update = sqlx::query(&sql).bind(now);
+            for id in ids {
+                update = update.bind(*id);
+            }
+            update.execute(&mut *tx).await?;
+        }
+        for done in batch.iter().filter(|done| done.next != Next::Sent) {
             let update = match &done.next {
-                Next::Sent => sqlx::query(
-                    "UPDATE delivery_jobs SET state = 'sent', lease_owner = NULL, lease_until = NULL, \
-                     last_error = NULL, updated_at = $1 WHERE id = $2 AND state <> 'sent'",
-                )
-                .bind(now)
-                .bind(done.job_id),
                 Next::Retry {
                     run_at,
                     counts_as_failure,
@@ -396,12 +441,16 @@ impl Outbox {
                 .bind(now)
                 .bind(done.job_id)
                 .bind(done.attempt),
-                Next::Failed | Next::Dead => sqlx::query(
+                Next::Sent | Next::Failed | Next::Dead => sqlx::query(
                     "UPDATE delivery_jobs SET state = $1, lease_owner = NULL, lease_until = NULL, \
                      failures = failures + 1, last_error = $2, updated_at = $3 \
                      WHERE id = $4 AND state = 'leased' AND attempts = $5",
                 )
-                .bind(if done.next == Next::Dead { "dead" } else { "failed" })
+                .bind(if done.next == Next::Dead {
+                    "dead"
+                } else {
+                    "failed"
+                })
                 .bind(&done.detail)
                 .bind(now)
                 .bind(done.job_id)
