@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use http::client as http_client;
 pub use log::LogChannel;
 pub use registry::{ChannelRegistry, ChannelStatus};
 pub use webhook::WebhookChannel;

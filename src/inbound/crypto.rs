@@ -110,10 +110,6 @@ impl MsgCrypt {
         })
     }
 
-    pub fn token(&self) -> &str {
-        &self.token
-    }
-
     /// `msg_signature` of an encrypted payload.
     pub fn signature(&self, timestamp: &str, nonce: &str, encrypt: &str) -> String {
         sorted_sha1(&[&self.token, timestamp, nonce, encrypt])

@@ -10,14 +10,20 @@
 
 use std::collections::HashMap;
 
+use axum::extract::Request;
+use axum::http::Method;
+use axum::response::Response;
 use serde_json::{Value, json};
 
+use super::api::{Callback, Rejection};
 use super::crypto::{CryptoError, MsgCrypt, verify_sorted_sha1};
 use super::wx::{
     Received, TypedEvent, WindowError, XmlFields, check_window, parse_xml, push_cdata, push_number,
-    seal_reply,
+    query_params, seal_reply,
 };
+use super::wx_handler::{Next, answer_in_time, dispatch, envelope_with, nonce, plain, secret, xml};
 use super::{ChatEvent, ChatKind};
+use crate::rules::InboundPlatform;
 
 pub const PLATFORM: &str = "wechat_oa";
 pub const TEMPLATE_SEND_FINISHED: &str = "wechat_oa.template_send_finished";
@@ -50,6 +56,79 @@ impl From<CryptoError> for OaError {
             CryptoError::Signature | CryptoError::ReceiveId => OaError::Auth(error),
             other => OaError::Malformed(other.to_string()),
         }
+    }
+}
+
+/// Serves one callback: the plain GET handshake, or a POSTed message answered with a passive
+/// reply (sealed in safe mode), `success` when there is nothing to say or for a retry.
+pub(super) async fn receive(
+    callback: &Callback<'_>,
+    request: Request,
+) -> Result<Response, Rejection> {
+    let InboundPlatform::WechatOa {
+        token,
+        aes_key,
+        app_id,
+    } = &callback.account.platform
+    else {
+        return Err(Rejection::internal(
+            "account dispatched to the wrong platform",
+        ));
+    };
+    let token = secret(token)?;
+    let crypt = match aes_key {
+        Some(aes_key) => Some(envelope_with(&token, aes_key, app_id)?),
+        None => None,
+    };
+    let (parts, body) = callback.body(request).await?;
+    let params = query_params(parts.uri.query());
+    if parts.method == Method::GET {
+        return verify_handshake(&token, &params)
+            .map(plain)
+            .map_err(rejection);
+    }
+    let message =
+        open_post(&token, crypt.as_ref(), &params, &body, callback.now_ms()).map_err(rejection)?;
+    // Plain mode signs the query only; a second use of it is a retry or a forged body.
+    if crypt.is_none()
+        && let Some(key) = nonce_key(&params)
+        && !callback.first_time(&key).await?
+    {
+        return Ok(plain(ACK.to_string()));
+    }
+    let received = parse_message(&message, &callback.account.id).map_err(rejection)?;
+    let Next::Answer(event) = dispatch(callback, received).await? else {
+        return Ok(plain(ACK.to_string()));
+    };
+    let openid = event.sender.clone();
+    let account_name = account_name(&message).unwrap_or_default();
+    match answer_in_time(callback, event).await {
+        Some(text) => {
+            let now_secs = callback.now_ms().div_euclid(1000);
+            let reply = passive_reply(
+                crypt.as_ref(),
+                &account_name,
+                &openid,
+                &text,
+                now_secs,
+                &nonce(),
+            );
+            Ok(xml(reply))
+        }
+        None => Ok(plain(ACK.to_string())),
+    }
+}
+
+/// The HTTP answer to a refused callback: authentication failures, missing signature
+/// parameters and plain callbacks to a safe-mode account 401, stale 401, else 400.
+fn rejection(error: OaError) -> Rejection {
+    let message = error.to_string();
+    match error {
+        OaError::MissingParam("signature" | "timestamp" | "nonce" | "msg_signature")
+        | OaError::Auth(_)
+        | OaError::PlainInSafeMode => Rejection::signature(message),
+        OaError::Stale(_) => Rejection::stale(message),
+        OaError::MissingParam(_) | OaError::Malformed(_) => Rejection::malformed(message),
     }
 }
 

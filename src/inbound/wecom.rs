@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 
+use super::api::Rejection;
 use super::crypto::{CryptoError, MsgCrypt};
 use super::wx::{WindowError, check_window};
 
@@ -29,6 +30,19 @@ impl From<CryptoError> for WecomError {
             CryptoError::Signature | CryptoError::ReceiveId => WecomError::Auth(error),
             other => WecomError::Malformed(other.to_string()),
         }
+    }
+}
+
+/// The HTTP answer to a refused callback: authentication failures and missing signature
+/// parameters 401, stale 401, anything else 400.
+pub fn rejection(error: WecomError) -> Rejection {
+    let message = error.to_string();
+    match error {
+        WecomError::MissingParam("msg_signature" | "timestamp" | "nonce") | WecomError::Auth(_) => {
+            Rejection::signature(message)
+        }
+        WecomError::Stale(_) => Rejection::stale(message),
+        WecomError::MissingParam(_) | WecomError::Malformed(_) => Rejection::malformed(message),
     }
 }
 

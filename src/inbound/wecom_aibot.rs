@@ -4,11 +4,17 @@
 //! passive reply accepts only stream and card messages for user messages (protocols.md
 //! §1.3), and a POST to `response_url` keeps the 5 s deadline out of the bot's way.
 
+use axum::extract::Request;
+use axum::http::Method;
+use axum::response::Response;
 use serde_json::{Value, json};
 
-use super::wecom::{WecomError, strip_mention};
-use super::wx::{Received, TypedEvent};
+use super::api::{Callback, Rejection};
+use super::wecom::{SignedQuery, WecomError, open_payload, rejection, strip_mention, verify_url};
+use super::wx::{Received, TypedEvent, query_params};
+use super::wx_handler::{Next, dispatch, envelope, joined, plain};
 use super::{ChatEvent, ChatKind};
+use crate::rules::InboundPlatform;
 
 pub const PLATFORM: &str = "wecom_aibot";
 /// Kind under which card button clicks are recorded.
@@ -27,6 +33,75 @@ pub struct AibotMessage {
 pub enum AibotCallback {
     Message(AibotMessage),
     Other(Received),
+}
+
+/// Serves one callback: GET URL verification, or a POSTed message acknowledged at once
+/// with an empty 200 while the bot's answer goes to `response_url` afterwards.
+pub(super) async fn receive(
+    callback: &Callback<'_>,
+    request: Request,
+) -> Result<Response, Rejection> {
+    let InboundPlatform::WecomAibot { token, aes_key } = &callback.account.platform else {
+        return Err(Rejection::internal(
+            "account dispatched to the wrong platform",
+        ));
+    };
+    // The robot's payloads carry an empty receive id.
+    let crypt = envelope(token, aes_key, "")?;
+    let (parts, body) = callback.body(request).await?;
+    let params = query_params(parts.uri.query());
+    if parts.method == Method::GET {
+        return verify_url(&crypt, &params).map(plain).map_err(rejection);
+    }
+    let signed = SignedQuery::from_params(&params).map_err(rejection)?;
+    let encrypt = envelope_encrypt(&body).map_err(rejection)?;
+    let json = open_payload(&crypt, &signed, &encrypt, callback.now_ms()).map_err(rejection)?;
+    let (received, response_url) = match parse_callback(&json, &callback.account.id)
+        .map_err(rejection)?
+    {
+        AibotCallback::Message(message) => (Received::Message(message.event), message.response_url),
+        AibotCallback::Other(other) => (other, None),
+    };
+    if let Next::Answer(event) = dispatch(callback, received).await? {
+        let bot = crate::bot::Bot::new(callback.state.db.clone(), callback.state.clock.clone());
+        let rules = std::sync::Arc::clone(callback.rules);
+        let http = callback.http().clone();
+        let account = callback.account.id.clone();
+        callback.reply_later(async move {
+            let replies = bot.handle(&rules, &event).await;
+            let Some(text) = joined(&replies) else {
+                return;
+            };
+            let Some(url) = response_url else {
+                tracing::warn!(inbound.account = %account, "robot callback without response_url; the reply is dropped");
+                return;
+            };
+            send_response(&http, &url, &text, &account).await;
+        });
+    }
+    Ok(plain(String::new()))
+}
+
+/// POSTs the answer to `response_url`. Failures are logged (without the URL: its
+/// response code is a credential); WeCom's URL is single-use, so there is no retry.
+async fn send_response(http: &reqwest::Client, url: &str, text: &str, account: &str) {
+    let body = response_body(&[text]);
+    match http.post(url).json(&body).send().await {
+        Ok(response) if response.status().is_success() => {
+            let answer: Value = response.json().await.unwrap_or(Value::Null);
+            let code = answer.get("errcode").and_then(Value::as_i64).unwrap_or(0);
+            if code != 0 {
+                let errmsg = answer.get("errmsg").and_then(Value::as_str).unwrap_or("");
+                tracing::warn!(inbound.account = %account, errcode = code, %errmsg, "WeCom refused the robot reply");
+            }
+        }
+        Ok(response) => {
+            tracing::warn!(inbound.account = %account, status = %response.status(), "WeCom refused the robot reply");
+        }
+        Err(error) => {
+            tracing::warn!(inbound.account = %account, error = %error.without_url(), "cannot send the robot reply");
+        }
+    }
 }
 
 /// The `encrypt` value of the POSTed body `{"encrypt": "…"}`; the only field that is signed.

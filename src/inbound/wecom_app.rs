@@ -2,16 +2,65 @@
 //! encrypted XML with receive id = corp id, template-card button clicks recorded as typed
 //! events, and the passive encrypted XML reply answered in the callback's own response.
 
+use axum::extract::Request;
+use axum::http::Method;
+use axum::response::Response;
 use serde_json::json;
 
+use super::api::{Callback, Rejection};
 use super::crypto::MsgCrypt;
-use super::wecom::WecomError;
+use super::wecom::{SignedQuery, WecomError, open_payload, rejection, verify_url};
+use super::wx::query_params;
 use super::wx::{Received, TypedEvent, XmlFields, parse_xml, push_cdata, push_number, seal_reply};
+use super::wx_handler::{Next, answer_in_time, dispatch, envelope, nonce, plain, xml};
 use super::{ChatEvent, ChatKind};
+use crate::rules::InboundPlatform;
 
 pub const PLATFORM: &str = "wecom_app";
 /// Kind under which card button clicks are recorded.
 pub const CARD_CLICKED: &str = "wecom_app.template_card_clicked";
+
+/// Serves one callback: GET URL verification, or a POSTed message answered with a passive
+/// encrypted reply (an empty 200 when there is nothing to say, or for a retry).
+pub(super) async fn receive(
+    callback: &Callback<'_>,
+    request: Request,
+) -> Result<Response, Rejection> {
+    let InboundPlatform::WecomApp {
+        token,
+        aes_key,
+        corp_id,
+        agent_id,
+    } = &callback.account.platform
+    else {
+        return Err(Rejection::internal(
+            "account dispatched to the wrong platform",
+        ));
+    };
+    let crypt = envelope(token, aes_key, corp_id)?;
+    let (parts, body) = callback.body(request).await?;
+    let params = query_params(parts.uri.query());
+    if parts.method == Method::GET {
+        return verify_url(&crypt, &params).map(plain).map_err(rejection);
+    }
+    let signed = SignedQuery::from_params(&params).map_err(rejection)?;
+    let encrypt = envelope_encrypt(&body).map_err(rejection)?;
+    let message = open_payload(&crypt, &signed, &encrypt, callback.now_ms()).map_err(rejection)?;
+    let received =
+        parse_message(&message, &callback.account.id, agent_id.as_deref()).map_err(rejection)?;
+    let Next::Answer(event) = dispatch(callback, received).await? else {
+        return Ok(plain(String::new()));
+    };
+    let user = event.sender.clone();
+    match answer_in_time(callback, event).await {
+        Some(text) => {
+            let now_secs = callback.now_ms().div_euclid(1000);
+            let reply = passive_reply(&crypt, corp_id, &user, &text, now_secs, &nonce());
+            Ok(xml(reply))
+        }
+        None => Ok(plain(String::new())),
+    }
+}
 
 /// The `Encrypt` value of the POSTed envelope
 /// `<xml><ToUserName/><Encrypt/><AgentID/></xml>`; the only field that is signed.
