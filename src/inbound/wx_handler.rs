@@ -159,3 +159,7 @@ pub async fn dispatch(callback: &Callback<'_>, received: Received) -> Result<Nex
         }
     }
 }
+
+#[cfg(test)]
+#[path = "wx_handler_tests.rs"]
+mod tests;
