@@ -163,3 +163,7 @@ pub async fn dispatch(callback: &Callback<'_>, received: Received) -> Result<Nex
 #[cfg(test)]
 #[path = "wx_handler_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "wx_handler_oa_tests.rs"]
+mod oa_tests;

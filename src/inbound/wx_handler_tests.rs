@@ -26,15 +26,15 @@ use crate::rules::{InboundAccount, InboundPlatform, Operator, Role, SecretRef};
 const CHILD: &str = "QUNFA_WX_HANDLER_TEST_CHILD";
 const TOKEN_ENV: &str = "QUNFA_WX_TEST_TOKEN";
 const KEY_ENV: &str = "QUNFA_WX_TEST_AES_KEY";
-const TOKEN: &str = "botToken123";
-const KEY: &str = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG";
+pub(super) const TOKEN: &str = "botToken123";
+pub(super) const KEY: &str = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG";
 const CORP: &str = "ww1234567890abcdef";
-const APP_ID: &str = "wx0123456789abcdef";
+pub(super) const APP_ID: &str = "wx0123456789abcdef";
 /// `test_support::START_MS` in seconds: the clock every callback is signed against.
-const NOW: i64 = test_support::START_MS / 1000;
+pub(super) const NOW: i64 = test_support::START_MS / 1000;
 
 /// True in the child (run the test body); in the parent, runs the child and checks it.
-fn in_child(test: &str) -> bool {
+pub(super) fn in_child(test: &str) -> bool {
     if std::env::var_os(CHILD).is_some() {
         return true;
     }
@@ -55,7 +55,7 @@ fn in_child(test: &str) -> bool {
     false
 }
 
-async fn state() -> (tempfile::TempDir, AppState) {
+pub(super) async fn state() -> (tempfile::TempDir, AppState) {
     let (dir, db) = test_support::db().await;
     let state = test_support::app_state(db, "t", vec![]);
     let mut rules = test_support::rules();
@@ -113,7 +113,12 @@ async fn state() -> (tempfile::TempDir, AppState) {
     (dir, state)
 }
 
-async fn call(state: &AppState, method: &str, uri: &str, body: &str) -> (StatusCode, String) {
+pub(super) async fn call(
+    state: &AppState,
+    method: &str,
+    uri: &str,
+    body: &str,
+) -> (StatusCode, String) {
     let mut request = Request::builder()
         .method(method)
         .uri(uri)
@@ -132,12 +137,17 @@ async fn call(state: &AppState, method: &str, uri: &str, body: &str) -> (StatusC
     (status, String::from_utf8_lossy(&bytes).into_owned())
 }
 
-fn crypt(receive_id: &str) -> MsgCrypt {
+pub(super) fn crypt(receive_id: &str) -> MsgCrypt {
     MsgCrypt::new(TOKEN, KEY, receive_id).unwrap()
 }
 
 /// A signed POST query and the encrypted payload for `plaintext`.
-fn sealed(crypt: &MsgCrypt, plaintext: &str, timestamp: i64, nonce: &str) -> (String, String) {
+pub(super) fn sealed(
+    crypt: &MsgCrypt,
+    plaintext: &str,
+    timestamp: i64,
+    nonce: &str,
+) -> (String, String) {
     let encrypt = crypt.encrypt(plaintext);
     let signature = crypt.signature(&timestamp.to_string(), nonce, &encrypt);
     let query = format!("msg_signature={signature}&timestamp={timestamp}&nonce={nonce}");
@@ -159,7 +169,7 @@ fn app_body(encrypt: &str) -> String {
 }
 
 /// Opens a sealed XML reply and returns its text message's fields.
-fn open_reply(crypt: &MsgCrypt, reply: &str) -> crate::inbound::wx::XmlFields {
+pub(super) fn open_reply(crypt: &MsgCrypt, reply: &str) -> crate::inbound::wx::XmlFields {
     let envelope = parse_xml(reply).unwrap();
     let get = |name| envelope.get(name).unwrap().to_string();
     let plain = crypt
@@ -333,116 +343,4 @@ async fn wecom_aibot_answers_through_response_url_once_and_records_card_clicks()
         call(&state, "POST", &uri, "not json").await.0,
         StatusCode::BAD_REQUEST
     );
-}
-
-fn oa_text(msg_id: &str, text: &str) -> String {
-    format!(
-        "<xml><ToUserName><![CDATA[gh_0123456789ab]]></ToUserName><FromUserName><![CDATA[zhangsan]]></FromUserName>\
-         <CreateTime>{NOW}</CreateTime><MsgType><![CDATA[text]]></MsgType><Content><![CDATA[{text}]]></Content>\
-         <MsgId>{msg_id}</MsgId></xml>"
-    )
-}
-
-fn oa_query(nonce: &str, timestamp: i64) -> String {
-    let signature = crate::inbound::crypto::sorted_sha1(&[TOKEN, &timestamp.to_string(), nonce]);
-    format!("signature={signature}&timestamp={timestamp}&nonce={nonce}&openid=zhangsan")
-}
-
-#[tokio::test]
-async fn wechat_oa_plain_and_safe_modes_replies_and_send_job_events() {
-    if !in_child(
-        "inbound::wx_handler::tests::wechat_oa_plain_and_safe_modes_replies_and_send_job_events",
-    ) {
-        return;
-    }
-    let (_dir, state) = state().await;
-    let handshake = format!("/webhooks/oa?{}&echostr=plain-echo", oa_query("1", NOW));
-    assert_eq!(
-        call(&state, "GET", &handshake, "").await,
-        (StatusCode::OK, "plain-echo".to_string())
-    );
-
-    // Safe mode: sealed in, sealed out.
-    let mp = crypt(APP_ID);
-    let (sealed_query, encrypt) = sealed(&mp, &oa_text("700001", "/whoami"), NOW, "31");
-    let uri = format!(
-        "/webhooks/oa?{}&encrypt_type=aes&{sealed_query}",
-        oa_query("31", NOW)
-    );
-    let body = format!(
-        "<xml><ToUserName><![CDATA[gh_0123456789ab]]></ToUserName><Encrypt><![CDATA[{encrypt}]]></Encrypt></xml>"
-    );
-    let (status, reply) = call(&state, "POST", &uri, &body).await;
-    assert_eq!(status, StatusCode::OK, "{reply}");
-    let message = open_reply(&mp, &reply);
-    assert_eq!(message.get("FromUserName"), Some("gh_0123456789ab"));
-    assert!(
-        message
-            .get("Content")
-            .unwrap_or_default()
-            .contains("wechat_oa")
-    );
-    assert_eq!(
-        call(&state, "POST", &uri, &body).await,
-        (StatusCode::OK, "success".to_string())
-    );
-    // A plain callback to the safe-mode account is refused: its body is unsigned.
-    let plain_uri = format!("/webhooks/oa?{}", oa_query("32", NOW));
-    assert_eq!(
-        call(&state, "POST", &plain_uri, &oa_text("700002", "/whoami"))
-            .await
-            .0,
-        StatusCode::UNAUTHORIZED
-    );
-
-    // Plain mode: plain in, plain out; a reused signed query is not processed again.
-    let plain_uri = format!("/webhooks/oa-plain?{}", oa_query("41", NOW));
-    let (status, reply) = call(&state, "POST", &plain_uri, &oa_text("700003", "/whoami")).await;
-    assert_eq!(status, StatusCode::OK);
-    assert!(
-        parse_xml(&reply)
-            .unwrap()
-            .get("Content")
-            .unwrap_or_default()
-            .contains("wechat_oa")
-    );
-    let forged_body = oa_text("700004", "/whoami");
-    assert_eq!(
-        call(&state, "POST", &plain_uri, &forged_body).await,
-        (StatusCode::OK, "success".to_string())
-    );
-    let stale_uri = format!("/webhooks/oa-plain?{}", oa_query("42", NOW - 600));
-    assert_eq!(
-        call(&state, "POST", &stale_uri, &oa_text("700005", "/whoami"))
-            .await
-            .0,
-        StatusCode::UNAUTHORIZED
-    );
-    let bad_uri = format!("/webhooks/oa-plain?{}", oa_query("43", NOW));
-    assert_eq!(
-        call(&state, "POST", &bad_uri, "<xml><a>").await.0,
-        StatusCode::BAD_REQUEST
-    );
-    assert_eq!(recent_audit(&state.db, 10).await.unwrap().len(), 2);
-
-    let finished = format!(
-        "<xml><ToUserName>gh_0123456789ab</ToUserName><FromUserName>oU1</FromUserName><CreateTime>{NOW}</CreateTime>\
-         <MsgType>event</MsgType><Event>TEMPLATESENDJOBFINISH</Event><MsgID>200163836</MsgID><Status>success</Status></xml>"
-    );
-    for nonce in ["51", "52"] {
-        let (sealed_query, encrypt) = sealed(&mp, &finished, NOW, nonce);
-        let uri = format!(
-            "/webhooks/oa?{}&encrypt_type=aes&{sealed_query}",
-            oa_query(nonce, NOW)
-        );
-        let body = format!("<xml><Encrypt><![CDATA[{encrypt}]]></Encrypt></xml>");
-        assert_eq!(
-            call(&state, "POST", &uri, &body).await,
-            (StatusCode::OK, "success".to_string())
-        );
-    }
-    let events = store::recent_platform_events(&state.db, 10).await.unwrap();
-    assert_eq!(events.len(), 1);
-    assert_eq!(events[0].kind, "wechat_oa.template_send_finished");
-    assert_eq!(events[0].event_id.as_deref(), Some("template:200163836"));
 }
