@@ -3,9 +3,13 @@
 //! services (`Callback`). Nothing here knows about campaigns or delivery.
 
 mod api;
+mod deferred;
 mod event;
+mod qq;
 mod runtime;
 mod shell;
+mod slack;
+mod standard;
 pub mod store;
 
 pub use api::routes;
