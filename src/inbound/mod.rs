@@ -5,6 +5,8 @@
 mod api;
 mod deferred;
 mod event;
+#[cfg(test)]
+mod handler_testing;
 mod qq;
 mod runtime;
 mod shell;

@@ -178,3 +178,7 @@ fn rejection(error: SlackError) -> Rejection {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "slack_http_tests.rs"]
+mod tests;
