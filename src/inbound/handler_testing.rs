@@ -98,7 +98,10 @@ pub async fn fake_api(answer: Value) -> FakeApi {
 
 impl FakeApi {
     pub fn requests(&self) -> Vec<Recorded> {
-        self.seen.lock().map(|seen| seen.clone()).unwrap_or_default()
+        self.seen
+            .lock()
+            .map(|seen| seen.clone())
+            .unwrap_or_default()
     }
 }
 

@@ -180,3 +180,7 @@ fn rejection(error: QqError) -> Rejection {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "qq_http_tests.rs"]
+mod tests;

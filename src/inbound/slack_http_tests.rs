@@ -19,7 +19,9 @@ async fn fixture(api: Option<&FakeApi>) -> crate::http::testing::Fixture {
         InboundPlatform::Slack {
             signing_secret: SecretRef::new(SECRET_VAR),
             bot_token: Some(SecretRef::new(SECRET_VAR)),
-            base_url: api.map_or("http://127.0.0.1:9".into(), |api| format!("{}/api", api.base_url)),
+            base_url: api.map_or("http://127.0.0.1:9".into(), |api| {
+                format!("{}/api", api.base_url)
+            }),
         },
     )
     .await
@@ -54,7 +56,10 @@ async fn a_slash_command_is_answered_in_the_reply_and_a_replay_is_not_run_again(
     assert_eq!(answer.status, 200, "{}", answer.text());
     let body = answer.json();
     assert_eq!(body["response_type"], "in_channel");
-    assert!(body["text"].as_str().unwrap_or_default().contains("U42"), "{body}");
+    assert!(
+        body["text"].as_str().unwrap_or_default().contains("U42"),
+        "{body}"
+    );
     replies_done(&fixture).await;
     assert_eq!(audit_count(&fixture).await, 1);
 
@@ -89,9 +94,17 @@ async fn a_mention_is_acknowledged_and_answered_once_through_chat_post_message()
     let posted = api.requests();
     assert_eq!(posted.len(), 1, "{posted:?}");
     assert_eq!(posted[0].path, "/api/chat.postMessage");
-    assert_eq!(posted[0].authorization, Some(format!("Bearer {}", secret())));
+    assert_eq!(
+        posted[0].authorization,
+        Some(format!("Bearer {}", secret()))
+    );
     assert_eq!(posted[0].body["channel"], "C7");
-    assert!(posted[0].body["text"].as_str().unwrap_or_default().contains("U42"));
+    assert!(
+        posted[0].body["text"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("U42")
+    );
 }
 
 #[tokio::test]

@@ -79,3 +79,7 @@ fn rejection(error: StandardError) -> Rejection {
         | StandardError::BadSignature => Rejection::signature(error.to_string()),
     }
 }
+
+#[cfg(test)]
+#[path = "standard_http_tests.rs"]
+mod tests;
