@@ -3,6 +3,7 @@
 //! `response_url` when it is not; events are acknowledged at once and answered through
 //! `chat.postMessage`, so a slow command never makes Slack retry (bolt-python #868).
 
+use std::future::Future;
 use std::time::Duration;
 
 use axum::Json;
@@ -98,18 +99,29 @@ pub(in crate::inbound) async fn receive(
     }
 }
 
-/// Runs the command in the background and answers in the HTTP reply if it is done before
-/// the deadline; otherwise the background task posts the answer to `response_url`.
 async fn answer_command(
     callback: &Callback<'_>,
     event: ChatEvent,
     response_url: Option<String>,
 ) -> Response {
-    let (sender, mut receiver) = tokio::sync::oneshot::channel::<Vec<Reply>>();
     let bot = DeferredBot::new(callback);
+    let replies = async move { bot.run(&event).await };
+    answer_in_time(callback, COMMAND_DEADLINE, replies, response_url).await
+}
+
+/// Runs the command in the background and answers in the HTTP reply if it is done before
+/// the deadline; otherwise the background task posts the answer to `response_url`.
+async fn answer_in_time(
+    callback: &Callback<'_>,
+    deadline: Duration,
+    replies: impl Future<Output = Vec<Reply>> + Send + 'static,
+    response_url: Option<String>,
+) -> Response {
+    let (sender, mut receiver) = tokio::sync::oneshot::channel::<Vec<Reply>>();
     let http = callback.http().clone();
+    let account = callback.account.id.clone();
     callback.reply_later(async move {
-        let replies = bot.run(&event).await;
+        let replies = replies.await;
         // A closed receiver means the HTTP answer has gone: the reply takes the long way.
         let Err(replies) = sender.send(replies) else {
             return;
@@ -118,11 +130,11 @@ async fn answer_command(
             (_, true) => {}
             (Some(url), false) => post(&http, url, None, &command_answer(&replies)).await,
             (None, false) => {
-                tracing::warn!(inbound.account = %event.account, "a slow Slack command has no response_url to answer at")
+                tracing::warn!(inbound.account = %account, "a slow Slack command has no response_url to answer at")
             }
         }
     });
-    let replies = match tokio::time::timeout(COMMAND_DEADLINE, &mut receiver).await {
+    let replies = match tokio::time::timeout(deadline, &mut receiver).await {
         Ok(Ok(replies)) => replies,
         _ => {
             // Closing first makes the hand-over exact: either the answer was already sent

@@ -131,3 +131,65 @@ async fn forged_stale_and_malformed_callbacks_are_refused() {
     assert_eq!(not_a_command.status, 400);
     assert_eq!(audit_count(&fixture).await, 0);
 }
+
+#[tokio::test]
+async fn a_slow_command_is_acknowledged_and_answered_at_response_url() {
+    let api = fake_api(json!({"ok": true})).await;
+    let fixture = fixture(Some(&api)).await;
+    let live = fixture.state.live();
+    let account = live
+        .rules
+        .inbound_account(ACCOUNT)
+        .expect("the slack account");
+    let callback = crate::inbound::api::Callback {
+        state: &fixture.state,
+        rules: &live.rules,
+        account,
+    };
+    let (release, gate) = tokio::sync::oneshot::channel::<()>();
+    let slow = async move {
+        let _ = gate.await;
+        vec![crate::inbound::Reply::text("late <answer>")]
+    };
+    let hook = format!("{}/commands/T1/1/x", api.base_url);
+    let deadline = std::time::Duration::from_millis(20);
+    let response = super::answer_in_time(&callback, deadline, slow, Some(hook)).await;
+    assert_eq!(response.status(), 200);
+    let body = axum::body::to_bytes(response.into_body(), 1024)
+        .await
+        .unwrap();
+    assert!(body.is_empty(), "the HTTP answer is a bare acknowledgement");
+    let _ = release.send(());
+    replies_done(&fixture).await;
+    let posted = api.requests();
+    assert_eq!(posted.len(), 1, "{posted:?}");
+    assert_eq!(posted[0].path, "/commands/T1/1/x");
+    assert_eq!(posted[0].authorization, None);
+    assert_eq!(
+        posted[0].body,
+        json!({"response_type": "in_channel", "text": "late &lt;answer&gt;"})
+    );
+
+    // Done in time: the answer is in the HTTP reply and nothing goes to response_url.
+    let fixture = self::fixture(Some(&api)).await;
+    let live = fixture.state.live();
+    let callback = crate::inbound::api::Callback {
+        state: &fixture.state,
+        rules: &live.rules,
+        account: live
+            .rules
+            .inbound_account(ACCOUNT)
+            .expect("the slack account"),
+    };
+    let quick = async { vec![crate::inbound::Reply::text("quick")] };
+    let response = super::answer_in_time(&callback, deadline * 500, quick, None).await;
+    let body = axum::body::to_bytes(response.into_body(), 1024)
+        .await
+        .unwrap();
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&body).unwrap(),
+        json!({"response_type": "in_channel", "text": "quick"})
+    );
+    replies_done(&fixture).await;
+    assert_eq!(api.requests().len(), 1);
+}
