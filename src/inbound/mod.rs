@@ -3,9 +3,15 @@
 //! services (`Callback`). Nothing here knows about campaigns or delivery.
 
 mod api;
+mod deferred;
 mod event;
+#[cfg(test)]
+mod handler_testing;
+mod qq;
 mod runtime;
 mod shell;
+mod slack;
+mod standard;
 pub mod store;
 
 pub use api::routes;
