@@ -17,7 +17,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde_json::json;
 
-use super::{ChatEvent, Reply, shell, store, wechat_oa, wecom_aibot, wecom_app};
+use super::{
+    ChatEvent, Reply, qq, shell, slack, standard, store, wechat_oa, wecom_aibot, wecom_app,
+};
 use crate::app::AppState;
 use crate::bot::Bot;
 use crate::rules::{InboundAccount, InboundPlatform, Rules};
@@ -262,6 +264,9 @@ async fn receive(
     };
     let outcome = match &account.platform {
         InboundPlatform::Shell => shell::receive(&state, &live.rules, account, request).await,
+        InboundPlatform::Slack { .. } => slack::receive(&callback, request).await,
+        InboundPlatform::Qq { .. } => qq::receive(&callback, request).await,
+        InboundPlatform::Standard { .. } => standard::receive(&callback, request).await,
         InboundPlatform::WecomAibot { .. } => wecom_aibot::receive(&callback, request).await,
         InboundPlatform::WecomApp { .. } => wecom_app::receive(&callback, request).await,
         InboundPlatform::WechatOa { .. } => wechat_oa::receive(&callback, request).await,

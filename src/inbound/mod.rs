@@ -4,9 +4,15 @@
 
 mod api;
 pub(crate) mod crypto;
+mod deferred;
 mod event;
+#[cfg(test)]
+mod handler_testing;
+mod qq;
 mod runtime;
 mod shell;
+mod slack;
+mod standard;
 pub mod store;
 mod wechat_oa;
 mod wecom;

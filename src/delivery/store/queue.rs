@@ -57,8 +57,8 @@ pub struct Completion {
 /// Attempt rows per multi-row INSERT: 8 parameters each, well inside SQLite's and
 /// PostgreSQL's parameter limits.
 const ATTEMPT_ROWS_PER_STATEMENT: usize = 256;
-/// Job ids per `IN (...)` list when marking deliveries.
-const SENT_IDS_PER_STATEMENT: usize = 1000;
+/// Job ids per `IN (...)` list.
+const IDS_PER_STATEMENT: usize = 1000;
 
 impl Outbox {
     /// Puts a job in the outbox as part of the caller's transaction, so the business
@@ -158,6 +158,33 @@ impl Outbox {
         // RETURNING order is unspecified; send oldest first.
         jobs.sort_by_key(|job| job.id);
         Ok(jobs)
+    }
+
+    /// Hands back jobs this worker claimed but never started (at shutdown): they are due
+    /// again at once and the claim does not count as an attempt.
+    pub async fn release(
+        &self,
+        worker: &str,
+        ids: &[i64],
+        now: UnixMillis,
+    ) -> Result<(), sqlx::Error> {
+        for chunk in ids.chunks(IDS_PER_STATEMENT) {
+            let list = (0..chunk.len())
+                .map(|i| format!("${}", i + 3))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let sql = format!(
+                "UPDATE delivery_jobs SET state = 'queued', lease_owner = NULL, lease_until = NULL, \
+                 attempts = attempts - 1, updated_at = $1 \
+                 WHERE lease_owner = $2 AND state = 'leased' AND id IN ({list})"
+            );
+            let mut release = sqlx::query(&sql).bind(now).bind(worker);
+            for id in chunk {
+                release = release.bind(*id);
+            }
+            release.execute(self.db.writer()).await?;
+        }
+        Ok(())
     }
 
     /// Returns the jobs of workers whose lease ran out (a crash, a kill, a hung call) to
@@ -263,7 +290,7 @@ impl Outbox {
             .filter(|done| done.next == Next::Sent)
             .map(|done| done.job_id)
             .collect();
-        for ids in delivered.chunks(SENT_IDS_PER_STATEMENT) {
+        for ids in delivered.chunks(IDS_PER_STATEMENT) {
             let list = (0..ids.len())
                 .map(|i| format!("${}", i + 2))
                 .collect::<Vec<_>>()

@@ -12,7 +12,15 @@ use crate::rules::reader::Fields;
 
 /// Platforms whose callbacks this build serves; the others parse but are refused as "not
 /// supported by this version yet" until their handler lands.
-const SERVED: [&str; 4] = ["shell", "wecom_aibot", "wecom_app", "wechat_oa"];
+const SERVED: [&str; 7] = [
+    "shell",
+    "slack",
+    "qq",
+    "standard",
+    "wecom_aibot",
+    "wecom_app",
+    "wechat_oa",
+];
 
 pub(super) fn read_inbound(
     mut fields: Fields<'_, '_>,
