@@ -180,3 +180,23 @@ def test_robot_card_click_is_recorded_once(qunfa):
     [(platform, account, kind, event_id, payload)] = server.platform_events()
     assert (platform, account, kind, event_id) == ("wecom_aibot", "wecom-bot", "wecom_aibot.template_card_clicked", "ev-1")
     assert json.loads(payload)["task_id"] == "camp-42"
+
+
+def test_app_card_click_is_recorded_once(qunfa):
+    server = qunfa(RULES, ENV)
+    crypto = WeChatCrypto(TOKEN, AES_KEY, CORP_ID)
+    click = (
+        f"<xml><ToUserName><![CDATA[{CORP_ID}]]></ToUserName><FromUserName><![CDATA[lisi]]></FromUserName>"
+        f"<CreateTime>{int(time.time())}</CreateTime><MsgType><![CDATA[event]]></MsgType>"
+        "<Event><![CDATA[template_card_event]]></Event><EventKey><![CDATA[ack]]></EventKey>"
+        "<TaskId><![CDATA[camp42-u17]]></TaskId><CardType><![CDATA[button_interaction]]></CardType>"
+        f"<ResponseCode><![CDATA[RC-1]]></ResponseCode><AgentID>{AGENT_ID}</AgentID></xml>"
+    )
+    for nonce in ("31", "32"):
+        query, encrypt = sealed(crypto, click, nonce)
+        answer = server.post("wecom-app", app_body(encrypt), {}, query)
+        assert (answer.status, answer.body) == (200, b"")
+    [(platform, account, kind, event_id, payload)] = server.platform_events()
+    assert (platform, account, kind, event_id) == ("wecom_app", "wecom-app", "wecom_app.template_card_clicked", "card:RC-1")
+    assert json.loads(payload)["task_id"] == "camp42-u17"
+    assert server.audit() == []
