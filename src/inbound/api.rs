@@ -24,7 +24,6 @@ use crate::app::AppState;
 use crate::bot::Bot;
 use crate::rules::{InboundAccount, InboundPlatform, Rules};
 
-#[allow(dead_code)]
 /// The largest callback body any platform sends us; the router's own limit is larger.
 const MAX_CALLBACK_BYTES: usize = 512 * 1024;
 
@@ -33,7 +32,6 @@ pub fn routes() -> Router<AppState> {
     Router::new().route("/webhooks/{account_id}", post(receive).get(receive))
 }
 
-#[allow(dead_code)]
 /// How a callback was judged, the `verdict` label of `qunfa_callbacks_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Verdict {
@@ -72,7 +70,6 @@ pub(crate) struct Rejection {
     pub message: String,
 }
 
-#[allow(dead_code)]
 impl Rejection {
     pub fn new(
         verdict: Verdict,
@@ -131,8 +128,6 @@ impl IntoResponse for Rejection {
     }
 }
 
-// The platform handlers of this issue use the rest of this API as they land.
-#[allow(dead_code)]
 /// What a platform handler gets besides the request: the account, the rules in force,
 /// and the services every platform needs.
 pub(crate) struct Callback<'a> {
@@ -141,7 +136,6 @@ pub(crate) struct Callback<'a> {
     pub account: &'a InboundAccount,
 }
 
-#[allow(dead_code)]
 impl Callback<'_> {
     pub fn now_ms(&self) -> i64 {
         self.state.clock.now_ms()
@@ -211,11 +205,6 @@ impl Callback<'_> {
     /// The shared client for reply APIs.
     pub fn http(&self) -> &reqwest::Client {
         self.state.inbound.http()
-    }
-
-    /// Access tokens of reply APIs, cached per process until shortly before expiry.
-    pub fn tokens(&self) -> &super::TokenCache {
-        self.state.inbound.tokens()
     }
 
     /// Sends a reply after the HTTP answer; shutdown waits a bounded time for these.
