@@ -2,7 +2,10 @@
 //! [`ChatEvent`]s. One file per platform; nothing here knows about campaigns or delivery.
 
 mod api;
+pub mod dingtalk;
 mod event;
+pub mod feishu;
+pub mod feishu_api;
 mod shell;
 
 pub use api::routes;

@@ -1,0 +1,201 @@
+//! The `dingtalk` platform: DingTalk enterprise robots in HTTP mode. Owns the `timestamp` +
+//! `sign` header check (HMAC-SHA256 keyed with the app secret, one-hour window, milliseconds),
+//! the robot message payload, and the reply body DingTalk reads from our HTTP answer.
+//!
+//! Robot callbacks are not encrypted (TLS only) and have no URL-verification handshake.
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use hmac::{Hmac, Mac};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use sha2::Sha256;
+use subtle::ConstantTimeEq;
+
+use super::{ChatEvent, ChatKind};
+
+/// DingTalk refuses signatures whose timestamp is more than an hour off; so do we.
+pub const WINDOW_MS: i64 = 60 * 60 * 1000;
+
+/// Why a DingTalk callback was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DingtalkError {
+    #[error("missing `timestamp` or `sign` header; DingTalk robot callbacks carry both")]
+    MissingHeaders,
+    #[error("the `timestamp` header must be Unix milliseconds")]
+    BadTimestamp,
+    #[error("the `sign` header does not match; check the robot's app secret")]
+    BadSignature,
+    #[error(
+        "the `timestamp` is more than an hour away from our clock; check the server clock or replay"
+    )]
+    Stale,
+    #[error("not a DingTalk robot message: {0}")]
+    Malformed(String),
+}
+
+/// `base64(HMAC-SHA256(key = secret, message = timestamp + "\n" + secret))`: the inbound
+/// `sign` header, and (URL-encoded) the custom robot's outbound `sign` query parameter.
+pub fn sign(secret: &[u8], timestamp: &str) -> String {
+    // HMAC accepts keys of any length, so this cannot fail.
+    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(secret) else {
+        return String::new();
+    };
+    mac.update(timestamp.as_bytes());
+    mac.update(b"\n");
+    mac.update(secret);
+    BASE64.encode(mac.finalize().into_bytes())
+}
+
+/// Checks the headers of a callback: signature first (constant time), then the window, so
+/// only an authentic but old request is called stale.
+pub fn verify(
+    app_secret: &[u8],
+    timestamp: Option<&str>,
+    signature: Option<&str>,
+    now_ms: i64,
+) -> Result<(), DingtalkError> {
+    let (Some(timestamp), Some(signature)) = (timestamp, signature) else {
+        return Err(DingtalkError::MissingHeaders);
+    };
+    let timestamp = timestamp.trim();
+    let sent_ms: i64 = timestamp
+        .parse()
+        .ok()
+        .filter(|_| timestamp.bytes().all(|b| b.is_ascii_digit()))
+        .ok_or(DingtalkError::BadTimestamp)?;
+    let expected = sign(app_secret, timestamp);
+    if !bool::from(expected.as_bytes().ct_eq(signature.trim().as_bytes())) {
+        return Err(DingtalkError::BadSignature);
+    }
+    if now_ms.abs_diff(sent_ms) > WINDOW_MS.unsigned_abs() {
+        return Err(DingtalkError::Stale);
+    }
+    Ok(())
+}
+
+/// The fields of a robot callback we use; DingTalk sends many more.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RobotMessage {
+    msg_id: String,
+    conversation_id: String,
+    /// "1" = one to one, "2" = group (a string on the wire).
+    conversation_type: String,
+    sender_staff_id: Option<String>,
+    sender_id: Option<String>,
+    sender_nick: Option<String>,
+    #[serde(default)]
+    msgtype: String,
+    text: Option<RobotText>,
+    session_webhook: Option<String>,
+    session_webhook_expired_time: Option<i64>,
+}
+
+#[derive(Debug, Deserialize)]
+struct RobotText {
+    #[serde(default)]
+    content: String,
+}
+
+/// A verified callback, parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Incoming {
+    /// A text message for the bot.
+    Message {
+        event: ChatEvent,
+        /// The staff id to @ in a group reply.
+        mention: Option<String>,
+        /// Where further replies may go, and until when (Unix ms).
+        session_webhook: Option<(String, i64)>,
+    },
+    /// A message the bot cannot read (picture, audio, rich text…): acknowledged, not run.
+    Unsupported { msg_id: String, msgtype: String },
+}
+
+impl Incoming {
+    /// The de-duplication key: DingTalk's `msgId`.
+    pub fn msg_id(&self) -> &str {
+        match self {
+            Incoming::Message { event, .. } => event.message_id.as_deref().unwrap_or_default(),
+            Incoming::Unsupported { msg_id, .. } => msg_id,
+        }
+    }
+}
+
+/// Parses the body of a verified callback.
+pub fn parse(body: &[u8], account: &str) -> Result<Incoming, DingtalkError> {
+    let message: RobotMessage =
+        serde_json::from_slice(body).map_err(|e| DingtalkError::Malformed(e.to_string()))?;
+    if message.msg_id.trim().is_empty() {
+        return Err(DingtalkError::Malformed("`msgId` is empty".into()));
+    }
+    if message.msgtype != "text" {
+        return Ok(Incoming::Unsupported {
+            msg_id: message.msg_id,
+            msgtype: message.msgtype,
+        });
+    }
+    let chat_kind = match message.conversation_type.as_str() {
+        "1" => ChatKind::Direct,
+        "2" => ChatKind::Group,
+        other => {
+            return Err(DingtalkError::Malformed(format!(
+                "`conversationType` is {other:?}; expected \"1\" or \"2\""
+            )));
+        }
+    };
+    // `senderStaffId` is what operators know (the org's user id); `senderId` is an opaque
+    // encrypted id, the only one external users have.
+    let staff_id = message.sender_staff_id.filter(|id| !id.is_empty());
+    let sender = match (&staff_id, message.sender_id) {
+        (Some(staff), _) => staff.clone(),
+        (None, Some(id)) if !id.is_empty() => id,
+        _ => {
+            return Err(DingtalkError::Malformed(
+                "neither `senderStaffId` nor `senderId` is set".into(),
+            ));
+        }
+    };
+    // DingTalk strips the @bot mention itself but leaves the space that followed it.
+    let text = message
+        .text
+        .map(|t| t.content.trim().to_string())
+        .unwrap_or_default();
+    let session_webhook = match (
+        message.session_webhook,
+        message.session_webhook_expired_time,
+    ) {
+        (Some(url), Some(expires)) if !url.is_empty() => Some((url, expires)),
+        _ => None,
+    };
+    Ok(Incoming::Message {
+        mention: staff_id.filter(|_| chat_kind == ChatKind::Group),
+        event: ChatEvent {
+            platform: "dingtalk".to_string(),
+            account: account.to_string(),
+            chat: message.conversation_id,
+            chat_kind,
+            sender,
+            sender_name: message.sender_nick.filter(|n| !n.is_empty()),
+            text,
+            message_id: Some(message.msg_id),
+        },
+        session_webhook,
+    })
+}
+
+/// A text reply in the robot message format, the shape `dingtalk_stream`'s `reply_text`
+/// posts to the session webhook; DingTalk reads the same shape from the callback answer.
+pub fn reply_body(text: &str, mention: Option<&str>) -> Value {
+    let at_user_ids: Vec<&str> = mention.into_iter().collect();
+    json!({
+        "msgtype": "text",
+        "text": {"content": text},
+        "at": {"atUserIds": at_user_ids, "isAtAll": false},
+    })
+}
+
+#[cfg(test)]
+#[path = "dingtalk_tests.rs"]
+mod tests;
