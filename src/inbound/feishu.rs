@@ -152,24 +152,31 @@ pub enum Incoming {
 }
 
 /// Checks the verification token and sorts the event. v2 events carry the token in
-/// `header.token`; `url_verification` and v1 events at the top level.
+/// `header.token`; `url_verification` and v1 events at the top level. When the request was
+/// signed (`signed`), a missing token is accepted, as lark-oapi does: the signature already
+/// proves the sender; a token that is present must still match.
 pub fn classify(
     event: &Value,
     account: &str,
     verification_token: &str,
+    signed: bool,
 ) -> Result<Incoming, FeishuError> {
     let is_v2 = event.get("schema").and_then(Value::as_str) == Some("2.0");
+    let is_challenge = event.get("type").and_then(Value::as_str) == Some("url_verification");
     let token = if is_v2 {
         event.pointer("/header/token")
     } else {
         event.get("token")
     }
-    .and_then(Value::as_str)
-    .unwrap_or_default();
-    if !bool::from(token.as_bytes().ct_eq(verification_token.as_bytes())) {
+    .and_then(Value::as_str);
+    let token_ok = match token {
+        Some(token) => bool::from(token.as_bytes().ct_eq(verification_token.as_bytes())),
+        None => signed && !is_challenge,
+    };
+    if !token_ok {
         return Err(FeishuError::BadToken);
     }
-    if event.get("type").and_then(Value::as_str) == Some("url_verification") {
+    if is_challenge {
         let challenge = text_at(event, "/challenge")?;
         return Ok(Incoming::Challenge(challenge.to_string()));
     }

@@ -53,7 +53,8 @@ fn vector_feishu_02_encrypt_signature_and_parse() {
         Ok(())
     );
     let event = open(body.as_bytes(), Some(VEC02_KEY)).unwrap();
-    let Incoming::Message { event_id, event } = classify(&event, "lark", "verifTokenXYZ").unwrap()
+    let Incoming::Message { event_id, event } =
+        classify(&event, "lark", "verifTokenXYZ", false).unwrap()
     else {
         panic!("expected a message");
     };
@@ -76,11 +77,11 @@ fn vector_feishu_03_url_verification() {
         r#"{"challenge":"ajls384kdjx98XX","token":"verifTokenXYZ","type":"url_verification"}"#;
     let event = open(body.as_bytes(), None).unwrap();
     assert_eq!(
-        classify(&event, "lark", "verifTokenXYZ").unwrap(),
+        classify(&event, "lark", "verifTokenXYZ", false).unwrap(),
         Incoming::Challenge("ajls384kdjx98XX".into())
     );
     assert_eq!(
-        classify(&event, "lark", "anotherToken"),
+        classify(&event, "lark", "anotherToken", false),
         Err(FeishuError::BadToken)
     );
     // Encrypted, the same challenge comes out of the envelope.
@@ -88,7 +89,7 @@ fn vector_feishu_03_url_verification() {
     let sealed = json!({"encrypt": encrypt("k", iv, body.as_bytes())}).to_string();
     let event = open(sealed.as_bytes(), Some("k")).unwrap();
     assert_eq!(
-        classify(&event, "lark", "verifTokenXYZ").unwrap(),
+        classify(&event, "lark", "verifTokenXYZ", false).unwrap(),
         Incoming::Challenge("ajls384kdjx98XX".into())
     );
 }
@@ -190,7 +191,8 @@ fn read_receipts_become_typed_events() {
         json!({"reader": {"reader_id": {"open_id": "ou_r"}, "read_time": "1700000000123", "tenant_key": "t"},
                "message_id_list": ["om_1", "om_2"]}),
     );
-    let Incoming::MessageRead { event_id, record } = classify(&event, "lark", "tok").unwrap()
+    let Incoming::MessageRead { event_id, record } =
+        classify(&event, "lark", "tok", false).unwrap()
     else {
         panic!("expected a read receipt");
     };
@@ -203,25 +205,47 @@ fn read_receipts_become_typed_events() {
 fn v2_tokens_live_in_the_header_and_are_checked() {
     let event = v2_event("im.chat.updated_v1", json!({}));
     assert_eq!(
-        classify(&event, "lark", "tok").unwrap(),
+        classify(&event, "lark", "tok", false).unwrap(),
         Incoming::Ignored {
             event_id: "ev-1".into(),
             what: "im.chat.updated_v1".into()
         }
     );
-    assert_eq!(classify(&event, "lark", "tok2"), Err(FeishuError::BadToken));
+    assert_eq!(
+        classify(&event, "lark", "tok2", false),
+        Err(FeishuError::BadToken)
+    );
     let mut top_level_only = event.clone();
     top_level_only["token"] = json!("tok");
     top_level_only["header"]["token"] = json!("forged");
     assert_eq!(
-        classify(&top_level_only, "lark", "tok"),
+        classify(&top_level_only, "lark", "tok", false),
         Err(FeishuError::BadToken)
     );
     let v1 = json!({"uuid": "u", "token": "tok", "type": "event_callback", "event": {}});
     assert!(matches!(
-        classify(&v1, "lark", "tok"),
+        classify(&v1, "lark", "tok", false),
         Err(FeishuError::Malformed(_))
     ));
+}
+
+#[test]
+fn a_missing_token_is_accepted_only_on_signed_events_never_on_challenges() {
+    let mut event = v2_event("im.chat.updated_v1", json!({}));
+    event["header"].as_object_mut().unwrap().remove("token");
+    assert_eq!(
+        classify(&event, "lark", "tok", false),
+        Err(FeishuError::BadToken)
+    );
+    assert!(matches!(
+        classify(&event, "lark", "tok", true),
+        Ok(Incoming::Ignored { .. })
+    ));
+    let challenge = json!({"challenge": "c", "type": "url_verification"});
+    assert_eq!(
+        classify(&challenge, "lark", "tok", true),
+        Err(FeishuError::BadToken)
+    );
 }
 
 #[test]
@@ -235,19 +259,19 @@ fn direct_and_non_text_messages() {
         )
     };
     let direct = message("p2p", "text", r#"{"text":" /whoami "}"#);
-    let Incoming::Message { event, .. } = classify(&direct, "lark", "tok").unwrap() else {
+    let Incoming::Message { event, .. } = classify(&direct, "lark", "tok", false).unwrap() else {
         panic!("expected a message");
     };
     assert_eq!(event.chat_kind, ChatKind::Direct);
     assert_eq!(event.text, "/whoami");
     let image = message("group", "image", r#"{"image_key":"img_1"}"#);
     assert!(matches!(
-        classify(&image, "lark", "tok").unwrap(),
+        classify(&image, "lark", "tok", false).unwrap(),
         Incoming::Ignored { .. }
     ));
     let broken = message("group", "text", "not json");
     assert!(matches!(
-        classify(&broken, "lark", "tok"),
+        classify(&broken, "lark", "tok", false),
         Err(FeishuError::Malformed(_))
     ));
 }
@@ -276,7 +300,7 @@ proptest! {
     #[test]
     fn open_and_classify_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
         if let Ok(event) = open(&bytes, Some("k")) {
-            let _ = classify(&event, "a", "tok");
+            let _ = classify(&event, "a", "tok", false);
         }
     }
 
