@@ -88,8 +88,6 @@ struct RobotMessage {
     #[serde(default)]
     msgtype: String,
     text: Option<RobotText>,
-    session_webhook: Option<String>,
-    session_webhook_expired_time: Option<i64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -106,8 +104,6 @@ pub enum Incoming {
         event: ChatEvent,
         /// The staff id to @ in a group reply.
         mention: Option<String>,
-        /// Where further replies may go, and until when (Unix ms).
-        session_webhook: Option<(String, i64)>,
     },
     /// A message the bot cannot read (picture, audio, rich text…): acknowledged, not run.
     Unsupported { msg_id: String, msgtype: String },
@@ -162,13 +158,6 @@ pub fn parse(body: &[u8], account: &str) -> Result<Incoming, DingtalkError> {
         .text
         .map(|t| t.content.trim().to_string())
         .unwrap_or_default();
-    let session_webhook = match (
-        message.session_webhook,
-        message.session_webhook_expired_time,
-    ) {
-        (Some(url), Some(expires)) if !url.is_empty() => Some((url, expires)),
-        _ => None,
-    };
     Ok(Incoming::Message {
         mention: staff_id.filter(|_| chat_kind == ChatKind::Group),
         event: ChatEvent {
@@ -181,7 +170,6 @@ pub fn parse(body: &[u8], account: &str) -> Result<Incoming, DingtalkError> {
             text,
             message_id: Some(message.msg_id),
         },
-        session_webhook,
     })
 }
 

@@ -126,12 +126,7 @@ fn a_group_text_message_becomes_a_chat_event() {
     let body = group_message().to_string();
     let incoming = parse(body.as_bytes(), "ding-ops").unwrap();
     assert_eq!(incoming.msg_id(), "msg0A6K+8BD/wUtTTPPwIfnzw==");
-    let Incoming::Message {
-        event,
-        mention,
-        session_webhook,
-    } = incoming
-    else {
+    let Incoming::Message { event, mention } = incoming else {
         panic!("expected a message");
     };
     assert_eq!(event.platform, "dingtalk");
@@ -142,13 +137,6 @@ fn a_group_text_message_becomes_a_chat_event() {
     assert_eq!(event.sender_name.as_deref(), Some("杨xx"));
     assert_eq!(event.text, "/whoami");
     assert_eq!(mention.as_deref(), Some("user123"));
-    assert_eq!(
-        session_webhook,
-        Some((
-            "https://oapi.dingtalk.com/robot/sendBySession?session=abc".to_string(),
-            1_613_635_652_738
-        ))
-    );
 }
 
 #[test]
@@ -156,8 +144,7 @@ fn a_direct_message_from_an_external_user_falls_back_to_the_sender_id() {
     let mut message = group_message();
     message["conversationType"] = json!("1");
     message.as_object_mut().unwrap().remove("senderStaffId");
-    let Incoming::Message { event, mention, .. } =
-        parse(message.to_string().as_bytes(), "a").unwrap()
+    let Incoming::Message { event, mention } = parse(message.to_string().as_bytes(), "a").unwrap()
     else {
         panic!("expected a message");
     };
