@@ -75,7 +75,7 @@ async fn bare_loop(url: &str, n: usize) -> f64 {
     n as f64 / started.elapsed().as_secs_f64()
 }
 
-async fn outbox_run(label: &str, test_db: TestDb, url: &str, n: usize) -> f64 {
+async fn outbox_run(label: &str, test_db: TestDb, url: &str, hits: &AtomicUsize, n: usize) -> f64 {
     let clock: SharedClock = Arc::new(SystemClock);
     let outbox = Outbox::new(test_db.db.clone());
     let keys: Vec<String> = (0..n).map(|i| format!("bench-{i}")).collect();
@@ -109,15 +109,22 @@ async fn outbox_run(label: &str, test_db: TestDb, url: &str, n: usize) -> f64 {
         channel: ChannelStatus::Ready(Arc::new(channel)),
     };
     let dispatcher = Dispatcher::new(outbox.clone(), Arc::new(setup), clock, "bench".into());
+    let hits_before = hits.load(Ordering::Relaxed);
     let cancel = CancellationToken::new();
     let started = Instant::now();
     let run = tokio::spawn(dispatcher.run(cancel.clone(), Duration::from_secs(10)));
+    // Watch the mock's counter while sending (a COUNT over the outbox every few
+    // milliseconds would compete for the CPU being measured), then wait until every
+    // outcome is recorded: a job is only done once the database says so.
+    while hits.load(Ordering::Relaxed) < hits_before + n {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     loop {
         let summary = outbox.summary(0).await.expect("summary");
         if summary.sent as usize >= n {
             break;
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let rate = n as f64 / started.elapsed().as_secs_f64();
     cancel.cancel();
@@ -137,10 +144,17 @@ async fn main() {
     println!("outbox benchmark: {n} jobs, concurrency {CONCURRENCY}, mock endpoint {url}");
     let bare = bare_loop(&url, n).await;
     println!("{:<10} send    {bare:>9.0} req/s", "bare loop");
-    let sqlite = outbox_run("sqlite", TestDb::sqlite().await.expect("sqlite"), &url, n).await;
+    let sqlite = outbox_run(
+        "sqlite",
+        TestDb::sqlite().await.expect("sqlite"),
+        &url,
+        &hits,
+        n,
+    )
+    .await;
     println!("ratio sqlite/bare: {:.2}", sqlite / bare);
     if let Some(pg) = TestDb::postgres().await.expect("postgres") {
-        let postgres = outbox_run("postgres", pg, &url, n).await;
+        let postgres = outbox_run("postgres", pg, &url, &hits, n).await;
         println!("ratio postgres/bare: {:.2}", postgres / bare);
     }
     println!(

@@ -76,6 +76,8 @@ pub struct AppState {
     pub shell_token: Arc<SecretString>,
     /// `QUNFA_ADMIN_TOKEN`, when set: an admin bearer token for the API.
     pub admin_token: Option<Arc<SecretString>>,
+    /// De-duplication memory, reply client and token cache of the inbound handlers.
+    pub inbound: Arc<crate::inbound::InboundRuntime>,
 }
 
 impl AppState {
@@ -160,6 +162,7 @@ impl App {
             metrics: crate::telemetry::install_metrics(),
             shell_token: Arc::new(shell_token),
             admin_token,
+            inbound: Arc::default(),
         };
         Ok(Self {
             state,
@@ -222,6 +225,7 @@ impl App {
         .await;
 
         workers.cancel();
+        state.inbound.finish_replies(settings.drain_timeout).await;
         let _ = dispatching.await;
         let _ = gauges.await;
         let _ = reloading.await;

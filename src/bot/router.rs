@@ -4,6 +4,7 @@
 use std::future::Future;
 
 use super::commands::{self, Builtin, Failure, Invocation};
+use super::listener;
 use super::parse::{self, CommandWord};
 use super::store::{self, AuditRecord, Outcome};
 use super::text::{self, Lang};
@@ -37,13 +38,13 @@ impl Bot {
     /// more otherwise. Never fails: problems become replies and log lines.
     pub async fn handle(&self, rules: &Rules, event: &ChatEvent) -> Vec<Reply> {
         let Some(word) = parse::command_word(&event.text) else {
-            return Vec::new();
+            return listener::listen(&self.db, self.clock.now_ms(), rules, event).await;
         };
         let lang = Lang::for_word(word.name);
         let Some(command) = rules.command(word.name) else {
             if !word.slashed {
-                // Ordinary conversation: the bot stays quiet.
-                return Vec::new();
+                // Not a command: an opt-out, feedback, or an operator's chatter.
+                return listener::listen(&self.db, self.clock.now_ms(), rules, event).await;
             }
             return self.unknown(rules, event, word, lang).await;
         };

@@ -116,5 +116,6 @@ pub fn app_state(db: Db, token: &str, disabled_inbound: Vec<(String, String)>) -
             .handle(),
         shell_token: Arc::new(SecretString::from(token.to_string())),
         admin_token: None,
+        inbound: Default::default(),
     }
 }

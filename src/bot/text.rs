@@ -309,3 +309,19 @@ fn shorten(text: &str) -> String {
         short
     }
 }
+
+pub fn opt_out_confirmed(lang: Lang) -> &'static str {
+    match lang {
+        Lang::Zh => "您已退订，今后不会再通过此账号收到群发消息。",
+        Lang::En => {
+            "You are unsubscribed: no more mass messages will reach you through this account."
+        }
+    }
+}
+
+pub fn opt_out_failed(lang: Lang) -> &'static str {
+    match lang {
+        Lang::Zh => "退订暂时未能记录，请稍后再发一次「退订」。",
+        Lang::En => "Your opt-out could not be recorded just now; please send STOP again later.",
+    }
+}

@@ -12,9 +12,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use http::client as http_client;
 pub use log::LogChannel;
 pub use registry::{ChannelRegistry, ChannelStatus};
-pub use webhook::WebhookChannel;
+pub use webhook::{WebhookChannel, decode_secret};
 
 /// What one delivery job asks a channel to send, as stored in the outbox row.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -3,6 +3,7 @@
 //! On shutdown they stop claiming and let in-flight sends finish within a bound; a send
 //! still running after that keeps its lease and is reaped (as `abandoned`) later.
 
+use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,6 +28,8 @@ pub trait DeliverySetup: Send + Sync + 'static {
 
 /// Most outcomes recorded in one transaction.
 const RECORD_BATCH: usize = 512;
+/// How many jobs per concurrency slot one claim may lease ahead of the sends.
+const CLAIM_AHEAD: usize = 4;
 /// How often expired leases are looked for at most.
 const REAP_EVERY: Duration = Duration::from_secs(1);
 
@@ -83,8 +86,13 @@ impl<S: DeliverySetup> Dispatcher<S> {
         }
     }
 
-    /// Runs until `cancel` fires, then stops claiming, waits up to `drain` for in-flight
-    /// sends, and records every outcome it has.
+    /// Runs until `cancel` fires, then stops claiming, hands back the jobs it claimed but
+    /// did not start, waits up to `drain` for in-flight sends, and records every outcome
+    /// it has.
+    ///
+    /// Claims run ahead of the sends: up to [`CLAIM_AHEAD`] × `concurrency` jobs are
+    /// leased per claim and queued locally, so one claim transaction (one fsync) feeds
+    /// many sends. Claiming again starts when fewer than `concurrency` jobs are waiting.
     pub async fn run(self, cancel: CancellationToken, drain: Duration) {
         let this = Arc::new(self);
         let (done_tx, done_rx) = mpsc::channel::<Completion>(RECORD_BATCH * 4);
@@ -94,8 +102,12 @@ impl<S: DeliverySetup> Dispatcher<S> {
             done_rx,
         ));
         let mut in_flight: JoinSet<()> = JoinSet::new();
+        let mut waiting: VecDeque<ClaimedJob> = VecDeque::new();
         let mut last_reap: Option<Instant> = None;
         let mut failing_since: Option<Instant> = None;
+        // After a claim that found the queue drained (or failed), wait for the poll
+        // interval, a wake-up or a finished send before asking again.
+        let mut queue_drained = false;
         while !cancel.is_cancelled() {
             while in_flight.try_join_next().is_some() {}
             let settings = this.setup.settings();
@@ -105,42 +117,38 @@ impl<S: DeliverySetup> Dispatcher<S> {
                     tracing::warn!(%error, "cannot reap expired leases");
                 }
             }
-            let free = settings.concurrency.saturating_sub(in_flight.len());
-            // Claiming one job per finished send would cost a write per job; wait until a
-            // quarter of the slots are free, unless nothing at all is in flight.
-            if free == 0 || (free < settings.concurrency.div_ceil(4) && !in_flight.is_empty()) {
-                tokio::select! {
-                    _ = in_flight.join_next() => {}
-                    _ = cancel.cancelled() => break,
+            if waiting.len() < settings.concurrency && !queue_drained {
+                let want = settings.concurrency * CLAIM_AHEAD - waiting.len();
+                let claimed = this
+                    .outbox
+                    .claim(
+                        &this.worker_id,
+                        this.clock.now_ms(),
+                        settings.lease,
+                        i64::try_from(want).unwrap_or(i64::MAX),
+                    )
+                    .await;
+                match claimed {
+                    Ok(jobs) => {
+                        if let Some(since) = failing_since.take() {
+                            tracing::info!(after = ?since.elapsed(), "claiming jobs works again");
+                        }
+                        queue_drained = jobs.len() < want;
+                        waiting.extend(jobs);
+                    }
+                    Err(error) => {
+                        if failing_since.is_none() {
+                            failing_since = Some(Instant::now());
+                            tracing::error!(%error, "cannot claim outbox jobs; retrying every poll interval");
+                        }
+                        queue_drained = true;
+                    }
                 }
-                continue;
             }
-            let claimed = this
-                .outbox
-                .claim(
-                    &this.worker_id,
-                    this.clock.now_ms(),
-                    settings.lease,
-                    i64::try_from(free).unwrap_or(i64::MAX),
-                )
-                .await;
-            let jobs = match claimed {
-                Ok(jobs) => {
-                    if let Some(since) = failing_since.take() {
-                        tracing::info!(after = ?since.elapsed(), "claiming jobs works again");
-                    }
-                    jobs
-                }
-                Err(error) => {
-                    if failing_since.is_none() {
-                        failing_since = Some(Instant::now());
-                        tracing::error!(%error, "cannot claim outbox jobs; retrying every poll interval");
-                    }
-                    Vec::new()
-                }
-            };
-            let full_batch = jobs.len() == free;
-            for job in jobs {
+            while in_flight.len() < settings.concurrency {
+                let Some(job) = waiting.pop_front() else {
+                    break;
+                };
                 let this = this.clone();
                 let done_tx = done_tx.clone();
                 in_flight.spawn(async move {
@@ -150,15 +158,33 @@ impl<S: DeliverySetup> Dispatcher<S> {
                     let _ = done_tx.send(completion).await;
                 });
             }
-            if full_batch && failing_since.is_none() {
-                continue;
+            let slots_full = in_flight.len() >= settings.concurrency;
+            if slots_full && waiting.len() >= settings.concurrency {
+                tokio::select! {
+                    _ = in_flight.join_next() => {}
+                    _ = cancel.cancelled() => break,
+                }
+            } else if queue_drained {
+                tokio::select! {
+                    _ = tokio::time::sleep(settings.poll_interval) => queue_drained = false,
+                    _ = this.wake.notified() => queue_drained = false,
+                    Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
+                    _ = cancel.cancelled() => break,
+                }
+            } else if slots_full {
+                tokio::select! {
+                    _ = in_flight.join_next() => {}
+                    _ = cancel.cancelled() => break,
+                }
             }
-            tokio::select! {
-                _ = tokio::time::sleep(settings.poll_interval) => {}
-                _ = this.wake.notified() => {}
-                Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
-                _ = cancel.cancelled() => break,
-            }
+        }
+        let unstarted: Vec<i64> = waiting.iter().map(|job| job.id).collect();
+        if let Err(error) = this
+            .outbox
+            .release(&this.worker_id, &unstarted, this.clock.now_ms())
+            .await
+        {
+            tracing::warn!(%error, jobs = unstarted.len(), "cannot hand back unstarted jobs; they return after their lease");
         }
         let left = in_flight.len();
         if left > 0 {

@@ -16,7 +16,7 @@ pub mod outbox;
 #[cfg(test)]
 mod outbox_tests;
 #[cfg(test)]
-mod testing;
+pub(crate) mod testing;
 #[cfg(test)]
 mod tests;
 

@@ -92,6 +92,7 @@ pub async fn fixture_with(
         metrics: crate::telemetry::install_metrics(),
         shell_token: Arc::new(SecretString::from("test-shell-token")),
         admin_token: admin_token.map(|token| Arc::new(SecretString::from(token))),
+        inbound: Default::default(),
     };
     Fixture { _dir: dir, state }
 }

@@ -1,33 +1,50 @@
-//! `POST /webhooks/{account_id}`: finds the inbound account in the live rules, refuses
-//! unknown and disabled ones, and hands the request to its platform's handler. Counts
-//! every callback by platform and verdict.
+//! `/webhooks/{account_id}` (POST, and GET for the platforms whose URL handshake uses GET):
+//! finds the inbound account in the live rules, refuses unknown and disabled ones, and
+//! hands the request to its platform's handler with a [`Callback`] of shared services.
+//! Counts every callback by platform and verdict; logs refusals at a bounded rate.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use axum::Json;
 use axum::Router;
+use axum::body::Bytes;
 use axum::extract::{Path, Request, State};
 use axum::http::StatusCode;
+use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde_json::json;
 
-use super::shell;
+use super::{ChatEvent, Reply, qq, shell, slack, standard, store};
 use crate::app::AppState;
-use crate::rules::InboundPlatform;
+use crate::bot::Bot;
+use crate::rules::{InboundAccount, InboundPlatform, Rules};
+
+#[allow(dead_code)]
+/// The largest callback body any platform sends us; the router's own limit is larger.
+const MAX_CALLBACK_BYTES: usize = 512 * 1024;
 
 /// The webhook routes, to be merged into the service router.
 pub fn routes() -> Router<AppState> {
-    Router::new().route("/webhooks/{account_id}", post(receive))
+    Router::new().route("/webhooks/{account_id}", post(receive).get(receive))
 }
 
+#[allow(dead_code)]
 /// How a callback was judged, the `verdict` label of `qunfa_callbacks_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Verdict {
     Accepted,
     /// Authentication failed: a bad signature or token, or (for the shell) a remote peer.
     RejectedSignature,
+    /// Signed, but outside the platform's time window.
+    Stale,
     Malformed,
     UnknownAccount,
     Disabled,
+    /// Our fault (the database is down): the platform should retry.
+    Error,
 }
 
 impl Verdict {
@@ -35,9 +52,11 @@ impl Verdict {
         match self {
             Verdict::Accepted => "accepted",
             Verdict::RejectedSignature => "rejected_signature",
+            Verdict::Stale => "rejected_stale",
             Verdict::Malformed => "malformed",
             Verdict::UnknownAccount => "unknown_account",
             Verdict::Disabled => "disabled",
+            Verdict::Error => "error",
         }
     }
 }
@@ -51,6 +70,7 @@ pub(crate) struct Rejection {
     pub message: String,
 }
 
+#[allow(dead_code)]
 impl Rejection {
     pub fn new(
         verdict: Verdict,
@@ -65,12 +85,140 @@ impl Rejection {
             message: message.into(),
         }
     }
+
+    /// A missing or wrong signature or token: 401.
+    pub fn signature(message: impl Into<String>) -> Self {
+        Self::new(
+            Verdict::RejectedSignature,
+            StatusCode::UNAUTHORIZED,
+            "bad_signature",
+            message,
+        )
+    }
+
+    /// A correctly signed callback outside the platform's time window (a replay): 401.
+    pub fn stale(message: impl Into<String>) -> Self {
+        Self::new(Verdict::Stale, StatusCode::UNAUTHORIZED, "stale", message)
+    }
+
+    /// A body or query that does not have the platform's shape: 400.
+    pub fn malformed(message: impl Into<String>) -> Self {
+        Self::new(
+            Verdict::Malformed,
+            StatusCode::BAD_REQUEST,
+            "malformed",
+            message,
+        )
+    }
+
+    /// Something on our side failed; 500 makes the platform retry later.
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(
+            Verdict::Error,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            message,
+        )
+    }
 }
 
 impl IntoResponse for Rejection {
     fn into_response(self) -> Response {
         let body = json!({"error": {"code": self.code, "message": self.message}});
         (self.status, Json(body)).into_response()
+    }
+}
+
+// The platform handlers of this issue use the rest of this API as they land.
+#[allow(dead_code)]
+/// What a platform handler gets besides the request: the account, the rules in force,
+/// and the services every platform needs.
+pub(crate) struct Callback<'a> {
+    pub state: &'a AppState,
+    pub rules: &'a Arc<Rules>,
+    pub account: &'a InboundAccount,
+}
+
+#[allow(dead_code)]
+impl Callback<'_> {
+    pub fn now_ms(&self) -> i64 {
+        self.state.clock.now_ms()
+    }
+
+    /// Reads the whole body, bounded; signatures are checked over exactly these bytes.
+    pub async fn body(&self, request: Request) -> Result<(Parts, Bytes), Rejection> {
+        let (parts, body) = request.into_parts();
+        let bytes = axum::body::to_bytes(body, MAX_CALLBACK_BYTES)
+            .await
+            .map_err(|_| {
+                Rejection::new(
+                    Verdict::Malformed,
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "body_too_large",
+                    format!("callback bodies are limited to {MAX_CALLBACK_BYTES} bytes"),
+                )
+            })?;
+        Ok((parts, bytes))
+    }
+
+    /// True the first time this account sees `event_id`, false for a retry or replay
+    /// (acknowledge it and do nothing). Persisted, so it holds across restarts.
+    pub async fn first_time(&self, event_id: &str) -> Result<bool, Rejection> {
+        let key = format!("{}\u{0}{event_id}", self.account.id);
+        if self.state.inbound.seen_recently(&key) {
+            return Ok(false);
+        }
+        store::remember_event(&self.state.db, &self.account.id, event_id, self.now_ms())
+            .await
+            .map_err(|error| {
+                tracing::error!(%error, inbound.account = %self.account.id, "cannot record a callback id");
+                Rejection::internal("cannot record the callback; retry later")
+            })
+    }
+
+    /// The bot's answer to one chat message (commands, roles, audit, opt-out).
+    pub async fn run_command(&self, event: &ChatEvent) -> Vec<Reply> {
+        Bot::new(self.state.db.clone(), self.state.clock.clone())
+            .handle(self.rules, event)
+            .await
+    }
+
+    /// Keeps a verified non-message event (read receipt, card click, send report).
+    pub async fn record_event(
+        &self,
+        kind: &str,
+        event_id: Option<&str>,
+        payload: &serde_json::Value,
+    ) -> Result<(), Rejection> {
+        store::record_platform_event(
+            &self.state.db,
+            self.account.platform.name(),
+            &self.account.id,
+            kind,
+            event_id,
+            payload,
+            self.now_ms(),
+        )
+        .await
+        .map_err(|error| {
+            tracing::error!(%error, kind, "cannot record a platform event");
+            Rejection::internal("cannot record the event; retry later")
+        })
+    }
+
+    /// The shared client for reply APIs.
+    pub fn http(&self) -> &reqwest::Client {
+        self.state.inbound.http()
+    }
+
+    /// Access tokens of reply APIs, cached per process until shortly before expiry.
+    pub fn tokens(&self) -> &super::TokenCache {
+        self.state.inbound.tokens()
+    }
+
+    /// Sends a reply after the HTTP answer; shutdown waits a bounded time for these.
+    pub fn reply_later(&self, reply: impl Future<Output = ()> + Send + 'static) {
+        self.state.inbound.spawn_reply(reply);
     }
 }
 
@@ -107,16 +255,27 @@ async fn receive(
         )
         .into_response();
     }
-    let outcome = match account.platform {
+    let callback = Callback {
+        state: &state,
+        rules: &live.rules,
+        account,
+    };
+    let outcome = match &account.platform {
         InboundPlatform::Shell => shell::receive(&state, &live.rules, account, request).await,
+        InboundPlatform::Slack { .. } => slack::receive(&callback, request).await,
+        InboundPlatform::Qq { .. } => qq::receive(&callback, request).await,
+        InboundPlatform::Standard { .. } => standard::receive(&callback, request).await,
         // The rules loader refuses platforms without a handler, so this is unreachable with
         // loaded rules; answer rather than panic all the same.
-        _ => Err(Rejection::new(
-            Verdict::Disabled,
-            StatusCode::NOT_IMPLEMENTED,
-            "platform_not_served",
-            "this platform is not served by this version",
-        )),
+        _ => {
+            let _ = &callback;
+            Err(Rejection::new(
+                Verdict::Disabled,
+                StatusCode::NOT_IMPLEMENTED,
+                "platform_not_served",
+                "this platform is not served by this version",
+            ))
+        }
     };
     match outcome {
         Ok(response) => {
@@ -125,6 +284,7 @@ async fn receive(
         }
         Err(rejection) => {
             count(platform, rejection.verdict);
+            log_rejection(&account.id, platform, &rejection);
             rejection.into_response()
         }
     }
@@ -133,4 +293,70 @@ async fn receive(
 fn count(platform: &'static str, verdict: Verdict) {
     metrics::counter!("qunfa_callbacks_total", "platform" => platform, "verdict" => verdict.as_str())
         .increment(1);
+}
+
+/// Refused callbacks are logged at most once a second, with how many were not logged
+/// since: a flood of forgeries must not become a flood of log lines.
+fn log_rejection(account: &str, platform: &str, rejection: &Rejection) {
+    static LAST_LOGGED_SECOND: AtomicI64 = AtomicI64::new(i64::MIN);
+    static SUPPRESSED: AtomicU64 = AtomicU64::new(0);
+    let second = jiff::Timestamp::now().as_second();
+    let last = LAST_LOGGED_SECOND.load(Ordering::Relaxed);
+    if last == second
+        || LAST_LOGGED_SECOND
+            .compare_exchange(last, second, Ordering::Relaxed, Ordering::Relaxed)
+            .is_err()
+    {
+        SUPPRESSED.fetch_add(1, Ordering::Relaxed);
+        return;
+    }
+    let suppressed = SUPPRESSED.swap(0, Ordering::Relaxed);
+    if rejection.verdict == Verdict::Error {
+        tracing::error!(inbound.account = account, platform, code = rejection.code, message = %rejection.message, suppressed, "callback failed");
+    } else {
+        tracing::warn!(inbound.account = account, platform, code = rejection.code, message = %rejection.message, suppressed, "callback refused");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bot::test_support;
+
+    #[tokio::test]
+    async fn callback_ids_are_processed_once_also_after_a_restart() {
+        let (_dir, db) = test_support::db().await;
+        let state = test_support::app_state(db.clone(), "t", vec![]);
+        let live = state.live();
+        let account = live.rules.inbound_account("shell").unwrap();
+        let callback = Callback {
+            state: &state,
+            rules: &live.rules,
+            account,
+        };
+        assert!(callback.first_time("evt-1").await.unwrap());
+        assert!(
+            !callback.first_time("evt-1").await.unwrap(),
+            "in-memory front"
+        );
+        // A new process has an empty memory; the database still knows the id.
+        let restarted = test_support::app_state(db.clone(), "t", vec![]);
+        let callback = Callback {
+            state: &restarted,
+            rules: &live.rules,
+            account,
+        };
+        assert!(!callback.first_time("evt-1").await.unwrap(), "persisted");
+        assert!(callback.first_time("evt-2").await.unwrap());
+        let payload = json!({"message_id": "om_1", "reader": "ou_1"});
+        callback
+            .record_event("feishu.message_read", Some("e-9"), &payload)
+            .await
+            .unwrap();
+        let events = store::recent_platform_events(&db, 10).await.unwrap();
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].kind, "feishu.message_read");
+        assert_eq!(events[0].payload, payload);
+        assert_eq!(events[0].platform, "shell");
+    }
 }

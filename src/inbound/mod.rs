@@ -1,15 +1,25 @@
 //! Signed platform callbacks: verification, decryption, de-duplication, normalisation into
-//! [`ChatEvent`]s. One file per platform; nothing here knows about campaigns or delivery.
+//! [`ChatEvent`]s. One file per platform; `api.rs` dispatches and offers the shared
+//! services (`Callback`). Nothing here knows about campaigns or delivery.
 
 mod api;
+mod deferred;
 pub mod dingtalk;
 mod event;
 pub mod feishu;
 pub mod feishu_api;
+#[cfg(test)]
+mod handler_testing;
+mod qq;
+mod runtime;
 mod shell;
+mod slack;
+mod standard;
+pub mod store;
 
 pub use api::routes;
 pub use event::{ChatEvent, ChatKind, Reply};
+pub use runtime::{InboundRuntime, TokenCache};
 pub use shell::{
     CONSOLE_CHAT, ShellAnswer, ShellEndpoint, ShellMessage, TokenFileError, read_token_file,
     token_file_path, write_token_file,

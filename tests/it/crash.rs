@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::http::HeaderMap;
 use axum::routing::post;
-use qunfa::db::{DatabaseUrl, Db};
+use qunfa::db::DatabaseUrl;
+use qunfa::db::testing::TestDb;
 use qunfa::delivery::{NewJob, Outbox};
 use standardwebhooks::Webhook;
 
@@ -95,12 +96,13 @@ secret_env = "QUNFA_CRASH_TEST_SECRET"
     .unwrap();
 }
 
-fn serve(rules: &Path, database: &Path) -> Child {
+fn serve(rules: &Path, database: &str, workdir: &Path) -> Child {
     Command::new(env!("CARGO_BIN_EXE_qunfa"))
         .args(["serve", "--listen", "127.0.0.1:0", "--rules"])
         .arg(rules)
         .arg("--database")
         .arg(database)
+        .current_dir(workdir)
         .env("QUNFA_CRASH_TEST_SECRET", SECRET)
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
@@ -119,16 +121,30 @@ async fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigkill_mid_flight_loses_nothing_and_explains_every_duplicate() {
+async fn sigkill_mid_flight_loses_nothing_on_sqlite() {
+    crash_and_recover(TestDb::sqlite().await.expect("SQLite test database")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_mid_flight_loses_nothing_on_postgres() {
+    let Some(test_db) = TestDb::postgres().await.expect("PostgreSQL test database") else {
+        eprintln!("QUNFA_TEST_POSTGRES_URL is not set: PostgreSQL half not run");
+        return;
+    };
+    crash_and_recover(test_db).await;
+}
+
+/// Enqueues the jobs, SIGKILLs a serve mid-run, restarts it and checks the outcome.
+async fn crash_and_recover(test_db: TestDb) {
     let dir = tempfile::tempdir().unwrap();
     let (hook_url, received) = start_receiver().await;
     let rules = dir.path().join("bot-rules");
-    let database = dir.path().join("qunfa.db");
     write_rules(&rules, &hook_url);
-
-    let db = Db::open(&DatabaseUrl::Sqlite(database.clone()))
-        .await
-        .unwrap();
+    let database = match test_db.db.url() {
+        DatabaseUrl::Sqlite(path) => path.display().to_string(),
+        DatabaseUrl::Postgres(url) => url.clone(),
+    };
+    let db = test_db.db.clone();
     let outbox = Outbox::new(db.clone());
     let keys: Vec<String> = (0..JOBS).map(|i| format!("crash-{i:05}")).collect();
     let payload = r#"{"text":"双十一快乐"}"#;
@@ -150,7 +166,7 @@ async fn sigkill_mid_flight_loses_nothing_and_explains_every_duplicate() {
         .await
         .unwrap();
 
-    let mut first = serve(&rules, &database);
+    let mut first = serve(&rules, &database, dir.path());
     let count = |received: &Arc<Mutex<Received>>| received.lock().unwrap().by_id.len();
     wait_until(
         "a third of the jobs arrived",
@@ -166,7 +182,7 @@ async fn sigkill_mid_flight_loses_nothing_and_explains_every_duplicate() {
         "the kill must land mid-run ({at_kill} delivered)"
     );
 
-    let mut second = serve(&rules, &database);
+    let mut second = serve(&rules, &database, dir.path());
     wait_until("every job arrived", Duration::from_secs(180), || {
         count(&received) == JOBS
     })
@@ -224,5 +240,5 @@ async fn sigkill_mid_flight_loses_nothing_and_explains_every_duplicate() {
         duplicates.len(),
         abandoned.len()
     );
-    db.close().await;
+    test_db.cleanup().await.expect("remove the test database");
 }

@@ -300,3 +300,46 @@ async fn the_running_dispatcher_delivers_and_drains_on_shutdown() {
     assert_eq!((summary.sent, summary.leased), (300, 0));
     h.test_db.cleanup().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_hands_back_claimed_jobs_it_never_started() {
+    let channel = Arc::new(Scripted {
+        delay: Some(Duration::from_millis(50)),
+        ..Scripted::default()
+    });
+    let mut h = harness(vec![("net", ChannelStatus::Ready(channel.clone()))]).await;
+    enqueue(&h, "net", 100).await;
+    let setup = Setup {
+        settings: DeliverySettings {
+            concurrency: 2,
+            ..settings()
+        },
+        channels: [("net".to_string(), ChannelStatus::Ready(channel.clone()))].into(),
+    };
+    let shared: SharedClock = Arc::new(h.clock.clone());
+    h.dispatcher = Dispatcher::new(h.outbox.clone(), Arc::new(setup), shared, "w".into());
+    let cancel = CancellationToken::new();
+    let outbox = h.outbox.clone();
+    let run = tokio::spawn(h.dispatcher.run(cancel.clone(), Duration::from_secs(5)));
+    while channel.calls.load(Ordering::SeqCst) == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    cancel.cancel();
+    run.await.unwrap();
+    let summary = outbox.summary(0).await.unwrap();
+    assert_eq!(
+        summary.leased, 0,
+        "nothing left leased after a graceful stop"
+    );
+    assert_eq!(summary.sent + summary.queued, 100);
+    assert!(
+        summary.queued >= 90,
+        "the claimed-ahead jobs went back: {summary:?}"
+    );
+    let next = outbox
+        .list_jobs(Some(JobState::Queued), None, 1)
+        .await
+        .unwrap();
+    assert_eq!(next[0].attempts, 0, "a handed-back claim is not an attempt");
+    h.test_db.cleanup().await.unwrap();
+}

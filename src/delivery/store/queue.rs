@@ -1,0 +1,343 @@
+//! The write path of the outbox: enqueue, claim, reap, complete.
+
+use sqlx::{AnyConnection, Row};
+
+use super::Outbox;
+use crate::clock::{UnixMillis, millis};
+use crate::db::Backend;
+use crate::delivery::policy::Next;
+
+/// A job to put in the outbox.
+#[derive(Debug, Clone)]
+pub struct NewJob<'a> {
+    /// Stable across retries and re-submissions: the same key twice is one job.
+    pub idempotency_key: &'a str,
+    pub channel: &'a str,
+    pub recipient: &'a str,
+    /// The message as JSON (`channels::Message`).
+    pub payload: &'a str,
+}
+
+/// The result of an enqueue: the job's id, and whether this call created it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Enqueued {
+    pub id: i64,
+    pub created: bool,
+}
+
+/// A job a worker holds a lease on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimedJob {
+    pub id: i64,
+    pub idempotency_key: String,
+    pub channel: String,
+    pub recipient: String,
+    pub payload: String,
+    /// This claim's attempt number; it fences the outcome against a later claim.
+    pub attempt: i64,
+    pub failures: i64,
+    pub expires_at: UnixMillis,
+}
+
+/// The outcome of one attempt, ready to record.
+#[derive(Debug, Clone)]
+pub struct Completion {
+    pub job_id: i64,
+    pub attempt: i64,
+    pub worker: String,
+    pub started_at: UnixMillis,
+    pub duration_ms: i64,
+    /// The verdict's name (`delivered`, `retryable`, …) or a local reason.
+    pub outcome: &'static str,
+    pub status: Option<i64>,
+    pub detail: String,
+    pub next: Next,
+}
+
+/// Attempt rows per multi-row INSERT: 8 parameters each, well inside SQLite's and
+/// PostgreSQL's parameter limits.
+const ATTEMPT_ROWS_PER_STATEMENT: usize = 256;
+/// Job ids per `IN (...)` list.
+const IDS_PER_STATEMENT: usize = 1000;
+
+impl Outbox {
+    /// Puts a job in the outbox as part of the caller's transaction, so the business
+    /// write and its deliveries commit or vanish together.
+    pub async fn enqueue(
+        conn: &mut AnyConnection,
+        job: &NewJob<'_>,
+        now: UnixMillis,
+        max_age: std::time::Duration,
+    ) -> Result<Enqueued, sqlx::Error> {
+        let inserted: Option<(i64,)> = sqlx::query_as(
+            "INSERT INTO delivery_jobs (idempotency_key, channel, recipient, payload, state, \
+             run_at, created_at, updated_at, expires_at) \
+             VALUES ($1, $2, $3, $4, 'queued', $5, $5, $5, $6) \
+             ON CONFLICT (idempotency_key) DO NOTHING RETURNING id",
+        )
+        .bind(job.idempotency_key)
+        .bind(job.channel)
+        .bind(job.recipient)
+        .bind(job.payload)
+        .bind(now)
+        .bind(now.saturating_add(millis(max_age)))
+        .fetch_optional(&mut *conn)
+        .await?;
+        if let Some((id,)) = inserted {
+            return Ok(Enqueued { id, created: true });
+        }
+        let (id,): (i64,) =
+            sqlx::query_as("SELECT id FROM delivery_jobs WHERE idempotency_key = $1")
+                .bind(job.idempotency_key)
+                .fetch_one(&mut *conn)
+                .await?;
+        Ok(Enqueued { id, created: false })
+    }
+
+    /// Enqueues several jobs in one transaction of their own.
+    pub async fn enqueue_all(
+        &self,
+        jobs: &[NewJob<'_>],
+        now: UnixMillis,
+        max_age: std::time::Duration,
+    ) -> Result<Vec<Enqueued>, sqlx::Error> {
+        let mut tx = self.db.writer().begin().await?;
+        let mut out = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            out.push(Self::enqueue(&mut tx, job, now, max_age).await?);
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    /// Leases up to `limit` due jobs to `worker` until `now + lease`. On PostgreSQL,
+    /// `SKIP LOCKED` lets several instances claim side by side without waiting on each
+    /// other; SQLite's single writer connection serialises claims instead.
+    pub async fn claim(
+        &self,
+        worker: &str,
+        now: UnixMillis,
+        lease: std::time::Duration,
+        limit: i64,
+    ) -> Result<Vec<ClaimedJob>, sqlx::Error> {
+        let lock = match self.db.backend() {
+            Backend::Postgres => "FOR UPDATE SKIP LOCKED",
+            Backend::Sqlite => "",
+        };
+        let sql = format!(
+            "UPDATE delivery_jobs SET state = 'leased', lease_owner = $1, lease_until = $2, \
+             attempts = attempts + 1, updated_at = $3 \
+             WHERE id IN (SELECT id FROM delivery_jobs \
+                 WHERE state IN ('queued', 'retry_wait') AND run_at <= $3 \
+                 ORDER BY run_at, id LIMIT $4 {lock}) \
+             RETURNING id, idempotency_key, channel, recipient, payload, attempts, failures, \
+             expires_at"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(worker)
+            .bind(now.saturating_add(millis(lease)))
+            .bind(now)
+            .bind(limit)
+            .fetch_all(self.db.writer())
+            .await?;
+        let mut jobs = rows
+            .iter()
+            .map(|row| {
+                Ok(ClaimedJob {
+                    id: row.try_get("id")?,
+                    idempotency_key: row.try_get("idempotency_key")?,
+                    channel: row.try_get("channel")?,
+                    recipient: row.try_get("recipient")?,
+                    payload: row.try_get("payload")?,
+                    attempt: row.try_get("attempts")?,
+                    failures: row.try_get("failures")?,
+                    expires_at: row.try_get("expires_at")?,
+                })
+            })
+            .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        // RETURNING order is unspecified; send oldest first.
+        jobs.sort_by_key(|job| job.id);
+        Ok(jobs)
+    }
+
+    /// Hands back jobs this worker claimed but never started (at shutdown): they are due
+    /// again at once and the claim does not count as an attempt.
+    pub async fn release(
+        &self,
+        worker: &str,
+        ids: &[i64],
+        now: UnixMillis,
+    ) -> Result<(), sqlx::Error> {
+        for chunk in ids.chunks(IDS_PER_STATEMENT) {
+            let list = (0..chunk.len())
+                .map(|i| format!("${}", i + 3))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let sql = format!(
+                "UPDATE delivery_jobs SET state = 'queued', lease_owner = NULL, lease_until = NULL, \
+                 attempts = attempts - 1, updated_at = $1 \
+                 WHERE lease_owner = $2 AND state = 'leased' AND id IN ({list})"
+            );
+            let mut release = sqlx::query(&sql).bind(now).bind(worker);
+            for id in chunk {
+                release = release.bind(*id);
+            }
+            release.execute(self.db.writer()).await?;
+        }
+        Ok(())
+    }
+
+    /// Returns the jobs of workers whose lease ran out (a crash, a kill, a hung call) to
+    /// the queue, logging an `abandoned` attempt for each: the provider may or may not
+    /// have received that call, and this row is how a duplicate is explained later.
+    pub async fn reap_expired_leases(&self, now: UnixMillis) -> Result<u64, sqlx::Error> {
+        let lock = match self.db.backend() {
+            Backend::Postgres => "FOR UPDATE SKIP LOCKED",
+            Backend::Sqlite => "",
+        };
+        let mut tx = self.db.writer().begin().await?;
+        let expired: Vec<(i64, i64, Option<String>, i64, i64)> = sqlx::query_as(&format!(
+            "SELECT id, attempts, lease_owner, updated_at, expires_at FROM delivery_jobs \
+             WHERE state = 'leased' AND lease_until <= $1 ORDER BY lease_until LIMIT 1000 {lock}"
+        ))
+        .bind(now)
+        .fetch_all(&mut *tx)
+        .await?;
+        for (id, attempt, owner, claimed_at, expires_at) in &expired {
+            sqlx::query(
+                "INSERT INTO delivery_attempts (job_id, attempt, worker, started_at, outcome, detail) \
+                 VALUES ($1, $2, $3, $4, 'abandoned', \
+                 'the lease expired before an outcome was recorded; the provider may have received this call')",
+            )
+            .bind(id)
+            .bind(attempt)
+            .bind(owner.as_deref().unwrap_or("unknown"))
+            .bind(claimed_at)
+            .execute(&mut *tx)
+            .await?;
+            let (state, error) = if *expires_at < now {
+                (
+                    "dead",
+                    Some("maximum age reached after an abandoned attempt"),
+                )
+            } else {
+                ("queued", None)
+            };
+            sqlx::query(
+                "UPDATE delivery_jobs SET state = $1, lease_owner = NULL, lease_until = NULL, \
+                 run_at = $2, updated_at = $2, last_error = COALESCE($3, last_error) \
+                 WHERE id = $4 AND state = 'leased'",
+            )
+            .bind(state)
+            .bind(now)
+            .bind(error)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(expired.len() as u64)
+    }
+
+    /// Records a batch of outcomes in one transaction: one commit (and one fsync on
+    /// SQLite) for many sends, with multi-row statements for the attempts and for the
+    /// common case, deliveries, so a batch costs a handful of round trips rather than two
+    /// per send (the lag between a send and its record is what a crash can duplicate).
+    /// An outcome only moves its job if the job is still held by the same claim, so a
+    /// slow worker cannot overwrite a later claim's state; a delivery is always kept,
+    /// since the message did reach the provider.
+    pub async fn complete(&self, batch: &[Completion], now: UnixMillis) -> Result<(), sqlx::Error> {
+        let mut tx = self.db.writer().begin().await?;
+        for chunk in batch.chunks(ATTEMPT_ROWS_PER_STATEMENT) {
+            let rows = (0..chunk.len())
+                .map(|i| {
+                    let p = i * 8;
+                    format!(
+                        "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${})",
+                        p + 1,
+                        p + 2,
+                        p + 3,
+                        p + 4,
+                        p + 5,
+                        p + 6,
+                        p + 7,
+                        p + 8
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(", ");
+            let sql = format!(
+                "INSERT INTO delivery_attempts \
+                 (job_id, attempt, worker, started_at, duration_ms, outcome, status, detail) \
+                 VALUES {rows}"
+            );
+            let mut insert = sqlx::query(&sql);
+            for done in chunk {
+                insert = insert
+                    .bind(done.job_id)
+                    .bind(done.attempt)
+                    .bind(&done.worker)
+                    .bind(done.started_at)
+                    .bind(done.duration_ms)
+                    .bind(done.outcome)
+                    .bind(done.status)
+                    .bind(&done.detail);
+            }
+            insert.execute(&mut *tx).await?;
+        }
+        let delivered: Vec<i64> = batch
+            .iter()
+            .filter(|done| done.next == Next::Sent)
+            .map(|done| done.job_id)
+            .collect();
+        for ids in delivered.chunks(IDS_PER_STATEMENT) {
+            let list = (0..ids.len())
+                .map(|i| format!("${}", i + 2))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let sql = format!(
+                "UPDATE delivery_jobs SET state = 'sent', lease_owner = NULL, lease_until = NULL, \
+                 last_error = NULL, updated_at = $1 WHERE id IN ({list}) AND state <> 'sent'"
+            );
+            let mut update = sqlx::query(&sql).bind(now);
+            for id in ids {
+                update = update.bind(*id);
+            }
+            update.execute(&mut *tx).await?;
+        }
+        for done in batch.iter().filter(|done| done.next != Next::Sent) {
+            let update = match &done.next {
+                Next::Retry {
+                    run_at,
+                    counts_as_failure,
+                } => sqlx::query(
+                    "UPDATE delivery_jobs SET state = 'retry_wait', lease_owner = NULL, \
+                     lease_until = NULL, run_at = $1, failures = failures + $2, last_error = $3, \
+                     updated_at = $4 WHERE id = $5 AND state = 'leased' AND attempts = $6",
+                )
+                .bind(*run_at)
+                .bind(i64::from(*counts_as_failure))
+                .bind(&done.detail)
+                .bind(now)
+                .bind(done.job_id)
+                .bind(done.attempt),
+                Next::Sent | Next::Failed | Next::Dead => sqlx::query(
+                    "UPDATE delivery_jobs SET state = $1, lease_owner = NULL, lease_until = NULL, \
+                     failures = failures + 1, last_error = $2, updated_at = $3 \
+                     WHERE id = $4 AND state = 'leased' AND attempts = $5",
+                )
+                .bind(if done.next == Next::Dead {
+                    "dead"
+                } else {
+                    "failed"
+                })
+                .bind(&done.detail)
+                .bind(now)
+                .bind(done.job_id)
+                .bind(done.attempt),
+            };
+            update.execute(&mut *tx).await?;
+        }
+        tx.commit().await
+    }
+}

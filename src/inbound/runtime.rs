@@ -1,0 +1,173 @@
+//! Process-wide services the platform handlers share: the in-memory front of callback
+//! de-duplication, one HTTP client for reply APIs, a cache of platform access tokens, and
+//! a tracker of asynchronous replies so shutdown can let them finish.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::future::Future;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use secrecy::SecretString;
+use tokio_util::task::TaskTracker;
+
+/// How many recent event ids are remembered in memory; older ones are still found in the
+/// database, this only saves a round trip for a platform's quick retries.
+const RECENT_CAPACITY: usize = 50_000;
+/// A cached token is refreshed this long before the platform says it expires.
+const TOKEN_MARGIN: Duration = Duration::from_secs(60);
+
+/// Shared by every inbound handler of one process.
+#[derive(Debug)]
+pub struct InboundRuntime {
+    recent: Mutex<Recent>,
+    http: reqwest::Client,
+    tokens: TokenCache,
+    replies: TaskTracker,
+}
+
+impl Default for InboundRuntime {
+    fn default() -> Self {
+        Self {
+            recent: Mutex::new(Recent::default()),
+            http: crate::channels::http_client(Duration::from_secs(10)),
+            tokens: TokenCache::default(),
+            replies: TaskTracker::new(),
+        }
+    }
+}
+
+impl InboundRuntime {
+    /// Whether `key` was seen recently by this process; remembers it either way.
+    pub(crate) fn seen_recently(&self, key: &str) -> bool {
+        let Ok(mut recent) = self.recent.lock() else {
+            return false;
+        };
+        recent.check_and_insert(key)
+    }
+
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    pub fn tokens(&self) -> &TokenCache {
+        &self.tokens
+    }
+
+    /// Runs a reply that goes out after the HTTP answer (an API call, a deadline the
+    /// platform would otherwise miss).
+    pub fn spawn_reply(&self, reply: impl Future<Output = ()> + Send + 'static) {
+        self.replies.spawn(reply);
+    }
+
+    /// Waits up to `limit` for asynchronous replies still running.
+    pub async fn finish_replies(&self, limit: Duration) {
+        self.replies.close();
+        if tokio::time::timeout(limit, self.replies.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                pending = self.replies.len(),
+                "asynchronous chat replies still running at shutdown were dropped"
+            );
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Recent {
+    keys: HashSet<String>,
+    order: VecDeque<String>,
+}
+
+impl Recent {
+    fn check_and_insert(&mut self, key: &str) -> bool {
+        if self.keys.contains(key) {
+            return true;
+        }
+        if self.order.len() >= RECENT_CAPACITY
+            && let Some(oldest) = self.order.pop_front()
+        {
+            self.keys.remove(&oldest);
+        }
+        self.keys.insert(key.to_string());
+        self.order.push_back(key.to_string());
+        false
+    }
+}
+
+/// Access tokens by key (e.g. `feishu:{app_id}`), fetched once and reused until shortly
+/// before they expire. Fetches are serialised so a burst of callbacks costs one fetch.
+#[derive(Debug, Default)]
+pub struct TokenCache {
+    entries: tokio::sync::Mutex<HashMap<String, (SecretString, Instant)>>,
+}
+
+impl TokenCache {
+    /// The cached token, or the result of `fetch` (the token and how long it lives).
+    pub async fn get_or_fetch<E, Fut>(
+        &self,
+        key: &str,
+        fetch: impl FnOnce() -> Fut,
+    ) -> Result<SecretString, E>
+    where
+        Fut: Future<Output = Result<(SecretString, Duration), E>>,
+    {
+        let mut entries = self.entries.lock().await;
+        if let Some((token, expires)) = entries.get(key)
+            && Instant::now() < *expires
+        {
+            return Ok(token.clone());
+        }
+        let (token, lifetime) = fetch().await?;
+        let expires = Instant::now() + lifetime.saturating_sub(TOKEN_MARGIN);
+        entries.insert(key.to_string(), (token.clone(), expires));
+        Ok(token)
+    }
+
+    /// Forgets a token the platform refused (expired early, revoked), so the next call
+    /// fetches a fresh one.
+    pub async fn invalidate(&self, key: &str) {
+        self.entries.lock().await.remove(key);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secrecy::ExposeSecret;
+
+    #[test]
+    fn recent_keys_are_remembered_up_to_the_capacity() {
+        let mut recent = Recent::default();
+        assert!(!recent.check_and_insert("a"));
+        assert!(recent.check_and_insert("a"));
+        for i in 0..RECENT_CAPACITY {
+            recent.check_and_insert(&i.to_string());
+        }
+        assert!(!recent.check_and_insert("a"), "the oldest key was evicted");
+        assert_eq!(recent.order.len(), RECENT_CAPACITY);
+    }
+
+    #[tokio::test]
+    async fn tokens_are_fetched_once_until_invalidated() {
+        let cache = TokenCache::default();
+        let mut fetches = 0;
+        for _ in 0..3 {
+            let token = cache
+                .get_or_fetch::<(), _>("k", || {
+                    fetches += 1;
+                    async { Ok((SecretString::from("t1"), Duration::from_secs(7200))) }
+                })
+                .await
+                .unwrap();
+            assert_eq!(token.expose_secret(), "t1");
+        }
+        assert_eq!(fetches, 1);
+        cache.invalidate("k").await;
+        let error = cache
+            .get_or_fetch("k", || async { Err::<(SecretString, Duration), _>("down") })
+            .await;
+        assert_eq!(error.err(), Some("down"));
+    }
+}

@@ -1,0 +1,156 @@
+//! The Standard Webhooks handler through the real router: a signed `/whoami` answered
+//! synchronously, a replayed `webhook-id`, key rotation, other event types recorded, forged,
+//! stale and malformed callbacks.
+//!
+//! The handler needs a `whsec_` secret in an environment variable, and this crate forbids the
+//! unsafe `set_var`: `child_process_runs_the_handler_tests` runs the `in_child_` tests again
+//! in a child process with the variable set, and fails unless all of them pass there.
+
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::json;
+
+use super::super::signature_entry;
+use crate::channels::decode_secret;
+use crate::http::testing::{Answer, Fixture};
+use crate::inbound::handler_testing::{NOW_SECS, audit_count, post, state_with};
+use crate::rules::{InboundPlatform, SecretRef};
+
+const ACCOUNT: &str = "crm";
+const CHILD_VAR: &str = "QUNFA_TEST_STANDARD_INBOUND_SECRET";
+const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+const CHILD_TESTS: usize = 4;
+
+#[test]
+fn child_process_runs_the_handler_tests() {
+    let exe = std::env::current_exe().expect("the test binary");
+    let output = Command::new(exe)
+        .args([
+            "inbound::standard::http::tests::in_child_",
+            "--test-threads",
+            "2",
+        ])
+        .env(CHILD_VAR, SECRET)
+        .output()
+        .expect("run the test binary again");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains(&format!("{CHILD_TESTS} passed")),
+        "the child did not run every handler test:\n{stdout}"
+    );
+}
+
+/// `None` outside the child: the test returns at once and its parent above judges it.
+async fn fixture() -> Option<Fixture> {
+    std::env::var(CHILD_VAR).ok()?;
+    let platform = InboundPlatform::Standard {
+        secret: SecretRef::new(CHILD_VAR),
+        tolerance: Duration::from_secs(300),
+    };
+    Some(state_with(ACCOUNT, platform).await)
+}
+
+async fn signed(fixture: &Fixture, id: &str, ts: i64, body: &str, extra: &str) -> Answer {
+    let ts = ts.to_string();
+    let key = decode_secret(SECRET).expect("a valid secret");
+    let signatures = format!(
+        "{extra} {}",
+        signature_entry(&key, id, &ts, body.as_bytes())
+    );
+    let headers = [
+        ("webhook-id", id),
+        ("webhook-timestamp", ts.as_str()),
+        ("webhook-signature", signatures.trim()),
+        ("content-type", "application/json"),
+    ];
+    post(fixture, ACCOUNT, &headers, body.as_bytes()).await
+}
+
+fn whoami() -> String {
+    json!({"type": "message", "timestamp": "2026-11-24T16:00:00Z",
+           "data": {"chat": "ops", "user": "u-7", "user_name": "Ada", "text": "/whoami", "message_id": "m-1"}})
+    .to_string()
+}
+
+#[tokio::test]
+async fn in_child_a_signed_command_is_answered_and_a_replay_is_not_run_again() {
+    let Some(fixture) = fixture().await else {
+        return;
+    };
+    let answer = signed(&fixture, "msg_1", NOW_SECS, &whoami(), "").await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    let text = answer.json()["replies"][0]["text"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(text.contains("u-7"), "{text}");
+    let replay = signed(&fixture, "msg_1", NOW_SECS + 10, &whoami(), "").await;
+    assert_eq!(replay.status, 200);
+    assert_eq!(replay.json(), json!({"replies": []}));
+    assert_eq!(audit_count(&fixture).await, 1);
+}
+
+#[tokio::test]
+async fn in_child_any_signature_of_a_rotation_list_is_enough() {
+    let Some(fixture) = fixture().await else {
+        return;
+    };
+    let old = "v1,K5oZfzN95Z9UVu1EsfQmfVNQhnkZ2pj9o9NDN/H/pI4=";
+    let answer = signed(&fixture, "msg_2", NOW_SECS, &whoami(), old).await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    let headers = [
+        ("webhook-id", "msg_3"),
+        ("webhook-timestamp", "1764000000"),
+        ("webhook-signature", old),
+    ];
+    let forged = post(&fixture, ACCOUNT, &headers, whoami().as_bytes()).await;
+    assert_eq!(forged.status, 401);
+    assert_eq!(forged.json()["error"]["code"], "bad_signature");
+}
+
+#[tokio::test]
+async fn in_child_stale_missing_and_malformed_are_refused() {
+    let Some(fixture) = fixture().await else {
+        return;
+    };
+    let stale = signed(&fixture, "msg_4", NOW_SECS - 301, &whoami(), "").await;
+    assert_eq!(stale.status, 401);
+    assert_eq!(stale.json()["error"]["code"], "stale");
+    let future = signed(&fixture, "msg_5", NOW_SECS + 301, &whoami(), "").await;
+    assert_eq!(future.status, 401);
+    let unsigned = post(&fixture, ACCOUNT, &[], whoami().as_bytes()).await;
+    assert_eq!(unsigned.status, 401);
+    let malformed = signed(
+        &fixture,
+        "msg_6",
+        NOW_SECS,
+        r#"{"type":"message","data":{}}"#,
+        "",
+    )
+    .await;
+    assert_eq!(malformed.status, 400);
+    assert_eq!(audit_count(&fixture).await, 0);
+}
+
+#[tokio::test]
+async fn in_child_other_event_types_are_recorded_once() {
+    let Some(fixture) = fixture().await else {
+        return;
+    };
+    let body =
+        json!({"type": "order.paid", "timestamp": "2026-11-24T16:00:00Z", "data": {"order": 7}})
+            .to_string();
+    for _ in 0..2 {
+        let answer = signed(&fixture, "msg_7", NOW_SECS, &body, "").await;
+        assert_eq!(answer.json(), json!({"replies": []}));
+    }
+    let events = crate::inbound::store::recent_platform_events(&fixture.state.db, 10)
+        .await
+        .expect("events");
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].kind, "standard.order.paid");
+    assert_eq!(events[0].payload["data"]["order"], 7);
+}

@@ -1,0 +1,85 @@
+//! SQL of the inbound side: processed callback ids (so a retried callback never runs a
+//! command twice, also after a restart) and non-message platform events.
+
+use crate::clock::UnixMillis;
+use crate::db::Db;
+
+/// Records `event_id` for `account`; true when this is the first time it is seen.
+pub async fn remember_event(
+    db: &Db,
+    account: &str,
+    event_id: &str,
+    now: UnixMillis,
+) -> Result<bool, sqlx::Error> {
+    let inserted = sqlx::query(
+        "INSERT INTO inbound_events (account, event_id, received_at) VALUES ($1, $2, $3) \
+         ON CONFLICT (account, event_id) DO NOTHING",
+    )
+    .bind(account)
+    .bind(event_id)
+    .bind(now)
+    .execute(db.writer())
+    .await?;
+    Ok(inserted.rows_affected() == 1)
+}
+
+/// Keeps a verified non-message event for the delivery and campaign layers.
+pub async fn record_platform_event(
+    db: &Db,
+    platform: &str,
+    account: &str,
+    kind: &str,
+    event_id: Option<&str>,
+    payload: &serde_json::Value,
+    now: UnixMillis,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO platform_events (platform, account, kind, event_id, payload, received_at) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(platform)
+    .bind(account)
+    .bind(kind)
+    .bind(event_id)
+    .bind(payload.to_string())
+    .bind(now)
+    .execute(db.writer())
+    .await?;
+    Ok(())
+}
+
+/// One stored platform event, for tests and the later campaign layer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlatformEventRow {
+    pub platform: String,
+    pub account: String,
+    pub kind: String,
+    pub event_id: Option<String>,
+    pub payload: serde_json::Value,
+}
+
+/// The most recent platform events, newest first.
+pub async fn recent_platform_events(
+    db: &Db,
+    limit: i64,
+) -> Result<Vec<PlatformEventRow>, sqlx::Error> {
+    let rows: Vec<(String, String, String, Option<String>, String)> = sqlx::query_as(
+        "SELECT platform, account, kind, event_id, payload FROM platform_events \
+         ORDER BY id DESC LIMIT $1",
+    )
+    .bind(limit)
+    .fetch_all(db.reader())
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(
+            |(platform, account, kind, event_id, payload)| PlatformEventRow {
+                platform,
+                account,
+                kind,
+                event_id,
+                payload: serde_json::from_str(&payload).unwrap_or(serde_json::Value::Null),
+            },
+        )
+        .collect())
+}
