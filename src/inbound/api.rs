@@ -17,7 +17,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde_json::json;
 
-use super::{ChatEvent, Reply, qq, shell, slack, standard, store};
+use super::{ChatEvent, Reply, dingtalk, feishu_http, qq, shell, slack, standard, store};
 use crate::app::AppState;
 use crate::bot::Bot;
 use crate::rules::{InboundAccount, InboundPlatform, Rules};
@@ -265,6 +265,8 @@ async fn receive(
         InboundPlatform::Slack { .. } => slack::receive(&callback, request).await,
         InboundPlatform::Qq { .. } => qq::receive(&callback, request).await,
         InboundPlatform::Standard { .. } => standard::receive(&callback, request).await,
+        InboundPlatform::Dingtalk { .. } => dingtalk::receive(&callback, request).await,
+        InboundPlatform::Feishu { .. } => feishu_http::receive(&callback, request).await,
         // The rules loader refuses platforms without a handler, so this is unreachable with
         // loaded rules; answer rather than panic all the same.
         _ => {

@@ -3,16 +3,22 @@
 //! the robot message payload, and the reply body DingTalk reads from our HTTP answer.
 //!
 //! Robot callbacks are not encrypted (TLS only) and have no URL-verification handshake.
+//! `receive` is the handler the inbound framework calls for `dingtalk` accounts.
 
+use axum::Json;
+use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use hmac::{Hmac, Mac};
+use secrecy::ExposeSecret;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
+use super::api::{Callback, Rejection};
 use super::{ChatEvent, ChatKind};
+use crate::rules::InboundPlatform;
 
 /// DingTalk refuses signatures whose timestamp is more than an hour off; so do we.
 pub const WINDOW_MS: i64 = 60 * 60 * 1000;
@@ -182,6 +188,57 @@ pub fn reply_body(text: &str, mention: Option<&str>) -> Value {
         "text": {"content": text},
         "at": {"atUserIds": at_user_ids, "isAtAll": false},
     })
+}
+
+/// `POST /webhooks/{id}` for a `dingtalk` account: verify the headers, then parse, de-duplicate
+/// on `msgId`, run the command and answer in the response body.
+pub(super) async fn receive(
+    callback: &Callback<'_>,
+    request: axum::extract::Request,
+) -> Result<Response, Rejection> {
+    let InboundPlatform::Dingtalk { app_secret } = &callback.account.platform else {
+        return Err(Rejection::internal("the account is not a DingTalk robot"));
+    };
+    let app_secret = app_secret
+        .resolve()
+        .map_err(|_| Rejection::internal("the robot's app secret is not available"))?;
+    let (parts, body) = callback.body(request).await?;
+    let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
+    match verify(
+        app_secret.expose_secret().as_bytes(),
+        header("timestamp"),
+        header("sign"),
+        callback.now_ms(),
+    ) {
+        Ok(()) => {}
+        Err(error @ DingtalkError::Stale) => return Err(Rejection::stale(error.to_string())),
+        Err(error) => return Err(Rejection::signature(error.to_string())),
+    }
+    let incoming = parse(&body, &callback.account.id)
+        .map_err(|error| Rejection::malformed(error.to_string()))?;
+    if !callback.first_time(incoming.msg_id()).await? {
+        return Ok(acknowledge());
+    }
+    let Incoming::Message { event, mention } = incoming else {
+        return Ok(acknowledge());
+    };
+    let replies = callback.run_command(&event).await;
+    if replies.is_empty() {
+        return Ok(acknowledge());
+    }
+    // One callback answer holds one message; several replies become paragraphs of it.
+    let text = replies
+        .iter()
+        .map(|reply| reply.text.as_str())
+        .collect::<Vec<_>>()
+        .join("\n\n");
+    Ok(Json(reply_body(&text, mention.as_deref())).into_response())
+}
+
+/// Nothing to say: an empty JSON object, which DingTalk takes as "no reply" (unverified: the
+/// documentation shows only answers that carry a message).
+fn acknowledge() -> Response {
+    Json(json!({})).into_response()
 }
 
 #[cfg(test)]

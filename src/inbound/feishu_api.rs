@@ -8,10 +8,6 @@ use sha2::{Digest, Sha256};
 
 pub const TOKEN_PATH: &str = "/open-apis/auth/v3/tenant_access_token/internal";
 
-/// Refresh this long before Feishu says the token expires, so a reply never carries a token
-/// that lapses in flight.
-pub const TOKEN_EXPIRY_MARGIN_SECS: i64 = 5 * 60;
-
 /// Why a Feishu API call failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ApiError {
@@ -21,6 +17,14 @@ pub enum ApiError {
     Code { code: i64, msg: String },
     #[error("Feishu's answer is not what its API documents: {0}")]
     Unexpected(String),
+    #[error("cannot reach the Feishu API: {0}")]
+    Unreachable(String),
+}
+
+/// Codes that mean the tenant access token was refused (invalid or expired; unverified
+/// list from peers' code): worth a fresh token on the next reply.
+pub fn is_token_refused(code: i64) -> bool {
+    matches!(code, 99991661 | 99991663 | 99991664 | 99991668)
 }
 
 /// `POST {base_url}/open-apis/auth/v3/tenant_access_token/internal` body.
@@ -28,16 +32,20 @@ pub fn token_request(app_id: &str, app_secret: &str) -> Value {
     json!({"app_id": app_id, "app_secret": app_secret})
 }
 
-/// A tenant access token and how long it stays usable (seconds, margin already taken).
+/// A tenant access token and how long Feishu says it lives (the cache refreshes it early).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TenantToken {
     pub token: String,
-    pub usable_for_secs: i64,
+    pub lifetime_secs: u64,
 }
 
 /// Reads `{"code":0,"tenant_access_token":"t-…","expire":7200}`.
 pub fn parse_token_answer(status: u16, body: &[u8]) -> Result<TenantToken, ApiError> {
-    let answer = check_answer(status, body)?;
+    read_token(&check_answer(status, body)?)
+}
+
+/// The token from an answer [`check_answer`] accepted.
+pub fn read_token(answer: &Value) -> Result<TenantToken, ApiError> {
     let token = answer
         .get("tenant_access_token")
         .and_then(Value::as_str)
@@ -45,11 +53,11 @@ pub fn parse_token_answer(status: u16, body: &[u8]) -> Result<TenantToken, ApiEr
         .ok_or_else(|| ApiError::Unexpected("no `tenant_access_token`".into()))?;
     let expire = answer
         .get("expire")
-        .and_then(Value::as_i64)
-        .ok_or_else(|| ApiError::Unexpected("no `expire`".into()))?;
+        .and_then(Value::as_u64)
+        .ok_or_else(|| ApiError::Unexpected("no `expire` in seconds".into()))?;
     Ok(TenantToken {
         token: token.to_string(),
-        usable_for_secs: (expire - TOKEN_EXPIRY_MARGIN_SECS).max(0),
+        lifetime_secs: expire,
     })
 }
 
@@ -134,14 +142,14 @@ mod tests {
     }
 
     #[test]
-    fn the_token_answer_keeps_a_safety_margin() {
+    fn the_token_answer_gives_the_token_and_its_lifetime() {
         let token = parse_token_answer(
             200,
             br#"{"code":0,"msg":"ok","tenant_access_token":"t-abc","expire":7200}"#,
         )
         .unwrap();
         assert_eq!(token.token, "t-abc");
-        assert_eq!(token.usable_for_secs, 7200 - TOKEN_EXPIRY_MARGIN_SECS);
+        assert_eq!(token.lifetime_secs, 7200);
         assert!(parse_token_answer(200, br#"{"code":10003,"msg":"invalid app_secret"}"#).is_err());
         assert!(parse_token_answer(200, br#"{"code":0,"expire":7200}"#).is_err());
     }

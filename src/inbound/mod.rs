@@ -8,6 +8,7 @@ pub mod dingtalk;
 mod event;
 pub mod feishu;
 pub mod feishu_api;
+mod feishu_http;
 #[cfg(test)]
 mod handler_testing;
 mod qq;

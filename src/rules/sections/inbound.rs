@@ -12,7 +12,7 @@ use crate::rules::reader::Fields;
 
 /// Platforms whose callbacks this build serves; the others parse but are refused as "not
 /// supported by this version yet" until their handler lands.
-const SERVED: [&str; 4] = ["shell", "slack", "qq", "standard"];
+const SERVED: [&str; 6] = ["shell", "slack", "qq", "standard", "dingtalk", "feishu"];
 
 pub(super) fn read_inbound(
     mut fields: Fields<'_, '_>,

@@ -118,11 +118,11 @@ fn a_planned_platform_is_not_supported_yet_and_a_typo_is_unknown() {
     assert_one_problem(
         &[(
             "a.toml",
-            "[[inbound]]\nid = \"ops\"\nplatform = \"dingtalk\"\napp_secret_env = \"X\"\n",
+            "[[inbound]]\nid = \"ops\"\nplatform = \"wechat_oa\"\ntoken_env = \"X\"\n",
         )],
         "a.toml:3:12",
         &[
-            "platform `dingtalk` is not supported by this version yet",
+            "platform `wechat_oa` is not supported by this version yet",
             "supported: shell",
         ],
     );
