@@ -244,3 +244,7 @@ fn acknowledge() -> Response {
 #[cfg(test)]
 #[path = "dingtalk_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "dingtalk_http_tests.rs"]
+mod http_tests;

@@ -200,3 +200,7 @@ impl ReplyApi {
         feishu_api::check_answer(status, &bytes)
     }
 }
+
+#[cfg(test)]
+#[path = "feishu_http_tests.rs"]
+mod tests;
