@@ -162,7 +162,7 @@ def test_a_signed_whoami_is_answered_through_the_reply_api_with_one_cached_token
         message_id = message["event"]["message"]["message_id"]
         replies += mock_api.wait_for(f"/open-apis/im/v1/messages/{message_id}/reply")
     for reply in replies:
-        assert reply.headers.get("Authorization") == "Bearer t-interop"
+        assert {k.lower(): v for k, v in reply.headers.items()}.get("authorization") == "Bearer t-interop"
         sent = reply.json()
         assert sent["msg_type"] == "text"
         text = json.loads(sent["content"])["text"]
