@@ -39,12 +39,8 @@ pub struct TenantToken {
     pub lifetime_secs: u64,
 }
 
-/// Reads `{"code":0,"tenant_access_token":"t-…","expire":7200}`.
-pub fn parse_token_answer(status: u16, body: &[u8]) -> Result<TenantToken, ApiError> {
-    read_token(&check_answer(status, body)?)
-}
-
-/// The token from an answer [`check_answer`] accepted.
+/// The token from `{"code":0,"tenant_access_token":"t-…","expire":7200}`, an answer
+/// [`check_answer`] accepted.
 pub fn read_token(answer: &Value) -> Result<TenantToken, ApiError> {
     let token = answer
         .get("tenant_access_token")
@@ -116,6 +112,10 @@ pub fn check_answer(status: u16, body: &[u8]) -> Result<Value, ApiError> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    fn parse_token_answer(status: u16, body: &[u8]) -> Result<TenantToken, ApiError> {
+        read_token(&check_answer(status, body)?)
+    }
 
     #[test]
     fn a_200_with_a_non_zero_code_is_a_failure() {

@@ -4,10 +4,10 @@
 
 mod api;
 mod deferred;
-pub mod dingtalk;
+mod dingtalk;
 mod event;
-pub mod feishu;
-pub mod feishu_api;
+mod feishu;
+mod feishu_api;
 mod feishu_http;
 #[cfg(test)]
 mod handler_testing;
