@@ -84,8 +84,22 @@ async fn the_url_check_is_answered_plain_and_encrypted_without_a_signature() {
     assert_eq!(answer.status, 200, "{}", answer.text());
     assert_eq!(answer.json(), json!({"challenge": "ch-1"}));
 
+    // Headers that do not verify do not spoil the URL check either (lark-oapi ignores them).
+    let headers = [
+        ("x-lark-request-timestamp", "1"),
+        ("x-lark-request-nonce", "n"),
+        ("x-lark-signature", "00"),
+    ];
+    let answer = post(&encrypted, ACCOUNT, &headers, seal(&challenge).as_bytes()).await;
+    assert_eq!(answer.json(), json!({"challenge": "ch-1"}));
+
     let wrong = json!({"challenge": "ch-1", "token": "guessed", "type": "url_verification"});
     let answer = post(&encrypted, ACCOUNT, &[], seal(&wrong).as_bytes()).await;
+    assert_eq!(answer.status, 401);
+    let answer = post(&plain, ACCOUNT, &[], wrong.to_string().as_bytes()).await;
+    assert_eq!(answer.status, 401);
+    // With an encrypt key, an unsigned body that is not a URL check is refused.
+    let answer = post(&encrypted, ACCOUNT, &[], b"{not json").await;
     assert_eq!(answer.status, 401);
 }
 
