@@ -2,7 +2,7 @@
 //! `X-Lark-Signature` check (plain SHA-256, not HMAC, over the raw body), the AES-256-CBC
 //! envelope, the verification token, `url_verification`, and turning `im.message.receive_v1`
 //! and `im.message.message_read_v1` into a [`ChatEvent`] or a typed event. The reply API
-//! lives in `feishu_api.rs`.
+//! calls live in `feishu_api.rs`, the HTTP handler in `feishu_http.rs`.
 
 use aes::Aes256;
 use aes::cipher::{BlockDecryptMut, KeyIvInit, block_padding::Pkcs7};
