@@ -3,6 +3,7 @@
 //! services (`Callback`). Nothing here knows about campaigns or delivery.
 
 mod api;
+pub(crate) mod crypto;
 mod deferred;
 mod dingtalk;
 mod event;
@@ -17,6 +18,12 @@ mod shell;
 mod slack;
 mod standard;
 pub mod store;
+mod wechat_oa;
+mod wecom;
+mod wecom_aibot;
+mod wecom_app;
+mod wx;
+mod wx_handler;
 
 pub use api::routes;
 pub use event::{ChatEvent, ChatKind, Reply};

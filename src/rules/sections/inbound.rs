@@ -12,7 +12,17 @@ use crate::rules::reader::Fields;
 
 /// Platforms whose callbacks this build serves; the others parse but are refused as "not
 /// supported by this version yet" until their handler lands.
-const SERVED: [&str; 6] = ["shell", "slack", "qq", "standard", "dingtalk", "feishu"];
+const SERVED: [&str; 9] = [
+    "shell",
+    "slack",
+    "qq",
+    "standard",
+    "wecom_aibot",
+    "wecom_app",
+    "wechat_oa",
+    "dingtalk",
+    "feishu",
+];
 
 pub(super) fn read_inbound(
     mut fields: Fields<'_, '_>,
