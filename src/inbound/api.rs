@@ -18,7 +18,8 @@ use axum::routing::post;
 use serde_json::json;
 
 use super::{
-    ChatEvent, Reply, qq, shell, slack, standard, store, wechat_oa, wecom_aibot, wecom_app,
+    ChatEvent, Reply, dingtalk, feishu_http, qq, shell, slack, standard, store, wechat_oa,
+    wecom_aibot, wecom_app,
 };
 use crate::app::AppState;
 use crate::bot::Bot;
@@ -259,17 +260,8 @@ async fn receive(
         InboundPlatform::WecomAibot { .. } => wecom_aibot::receive(&callback, request).await,
         InboundPlatform::WecomApp { .. } => wecom_app::receive(&callback, request).await,
         InboundPlatform::WechatOa { .. } => wechat_oa::receive(&callback, request).await,
-        // The rules loader refuses platforms without a handler, so this is unreachable with
-        // loaded rules; answer rather than panic all the same.
-        _ => {
-            let _ = &callback;
-            Err(Rejection::new(
-                Verdict::Disabled,
-                StatusCode::NOT_IMPLEMENTED,
-                "platform_not_served",
-                "this platform is not served by this version",
-            ))
-        }
+        InboundPlatform::Dingtalk { .. } => dingtalk::receive(&callback, request).await,
+        InboundPlatform::Feishu { .. } => feishu_http::receive(&callback, request).await,
     };
     match outcome {
         Ok(response) => {

@@ -12,7 +12,7 @@ use crate::rules::reader::Fields;
 
 /// Platforms whose callbacks this build serves; the others parse but are refused as "not
 /// supported by this version yet" until their handler lands.
-const SERVED: [&str; 7] = [
+const SERVED: [&str; 9] = [
     "shell",
     "slack",
     "qq",
@@ -20,6 +20,8 @@ const SERVED: [&str; 7] = [
     "wecom_aibot",
     "wecom_app",
     "wechat_oa",
+    "dingtalk",
+    "feishu",
 ];
 
 pub(super) fn read_inbound(
