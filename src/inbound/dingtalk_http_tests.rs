@@ -13,6 +13,7 @@ const ACCOUNT: &str = "ding-ops";
 const NOW_MS: i64 = NOW_SECS * 1000;
 
 async fn dingtalk_fixture() -> Fixture {
+    secret();
     let mut rules = test_support::rules();
     rules.inbound.push(InboundAccount {
         id: ACCOUNT.to_string(),
