@@ -161,16 +161,22 @@ impl Callback<'_> {
     /// True the first time this account sees `event_id`, false for a retry or replay
     /// (acknowledge it and do nothing). Persisted, so it holds across restarts.
     pub async fn first_time(&self, event_id: &str) -> Result<bool, Rejection> {
-        let key = format!("{}\u{0}{event_id}", self.account.id);
+        let key = self.memory_key(event_id);
         if self.state.inbound.seen_recently(&key) {
             return Ok(false);
         }
-        store::remember_event(&self.state.db, &self.account.id, event_id, self.now_ms())
+        let first = store::remember_event(&self.state.db, &self.account.id, event_id, self.now_ms())
             .await
             .map_err(|error| {
                 tracing::error!(%error, inbound.account = %self.account.id, "cannot record a callback id");
                 Rejection::internal("cannot record the callback; retry later")
-            })
+            })?;
+        self.state.inbound.remember(&key);
+        Ok(first)
+    }
+
+    fn memory_key(&self, event_id: &str) -> String {
+        format!("{}\u{0}{event_id}", self.account.id)
     }
 
     /// The bot's answer to one chat message (commands, roles, audit, opt-out).
@@ -180,17 +186,25 @@ impl Callback<'_> {
             .await
     }
 
-    /// Keeps a verified non-message event (read receipt, card click, send report).
-    pub async fn record_event(
+    /// Keeps a verified non-message event (read receipt, card click, send report) once
+    /// per kind and `event_id`: the id and the event are stored in one transaction, so a
+    /// failed write leaves neither and the platform's retry stores it. True when stored now.
+    pub async fn record_event_once(
         &self,
         kind: &str,
-        event_id: Option<&str>,
+        event_id: &str,
         payload: &serde_json::Value,
-    ) -> Result<(), Rejection> {
-        store::record_platform_event(
+    ) -> Result<bool, Rejection> {
+        let dedup_key = format!("{kind}:{event_id}");
+        let key = self.memory_key(&dedup_key);
+        if self.state.inbound.seen_recently(&key) {
+            return Ok(false);
+        }
+        let stored = store::record_platform_event_once(
             &self.state.db,
             self.account.platform.name(),
             &self.account.id,
+            &dedup_key,
             kind,
             event_id,
             payload,
@@ -200,7 +214,9 @@ impl Callback<'_> {
         .map_err(|error| {
             tracing::error!(%error, kind, "cannot record a platform event");
             Rejection::internal("cannot record the event; retry later")
-        })
+        })?;
+        self.state.inbound.remember(&key);
+        Ok(stored)
     }
 
     /// The shared client for reply APIs.
@@ -335,10 +351,9 @@ mod tests {
         assert!(!callback.first_time("evt-1").await.unwrap(), "persisted");
         assert!(callback.first_time("evt-2").await.unwrap());
         let payload = json!({"message_id": "om_1", "reader": "ou_1"});
-        callback
-            .record_event("feishu.message_read", Some("e-9"), &payload)
-            .await
-            .unwrap();
+        let record = || callback.record_event_once("feishu.message_read", "e-9", &payload);
+        assert!(record().await.unwrap());
+        assert!(!record().await.unwrap(), "recorded once");
         let events = store::recent_platform_events(&db, 10).await.unwrap();
         assert_eq!(events.len(), 1);
         assert_eq!(events[0].kind, "feishu.message_read");

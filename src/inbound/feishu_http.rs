@@ -65,11 +65,9 @@ pub(super) async fn receive(
         Incoming::Challenge(challenge) => Ok(Json(json!({"challenge": challenge})).into_response()),
         Incoming::Ignored { .. } => Ok(acknowledge()),
         Incoming::MessageRead { event_id, record } => {
-            if callback.first_time(&event_id).await? {
-                callback
-                    .record_event(feishu::MESSAGE_READ_KIND, Some(&event_id), &record)
-                    .await?;
-            }
+            callback
+                .record_event_once(feishu::MESSAGE_READ_KIND, &event_id, &record)
+                .await?;
             Ok(acknowledge())
         }
         Incoming::Message { event_id, event } => {
