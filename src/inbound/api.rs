@@ -18,13 +18,13 @@ use axum::routing::post;
 use serde_json::json;
 
 use super::{
-    ChatEvent, Reply, qq, shell, slack, standard, store, wechat_oa, wecom_aibot, wecom_app,
+    ChatEvent, Reply, dingtalk, feishu_http, qq, shell, slack, standard, store, wechat_oa,
+    wecom_aibot, wecom_app,
 };
 use crate::app::AppState;
 use crate::bot::Bot;
 use crate::rules::{InboundAccount, InboundPlatform, Rules};
 
-#[allow(dead_code)]
 /// The largest callback body any platform sends us; the router's own limit is larger.
 const MAX_CALLBACK_BYTES: usize = 512 * 1024;
 
@@ -33,7 +33,6 @@ pub fn routes() -> Router<AppState> {
     Router::new().route("/webhooks/{account_id}", post(receive).get(receive))
 }
 
-#[allow(dead_code)]
 /// How a callback was judged, the `verdict` label of `qunfa_callbacks_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Verdict {
@@ -72,7 +71,6 @@ pub(crate) struct Rejection {
     pub message: String,
 }
 
-#[allow(dead_code)]
 impl Rejection {
     pub fn new(
         verdict: Verdict,
@@ -131,8 +129,6 @@ impl IntoResponse for Rejection {
     }
 }
 
-// The platform handlers of this issue use the rest of this API as they land.
-#[allow(dead_code)]
 /// What a platform handler gets besides the request: the account, the rules in force,
 /// and the services every platform needs.
 pub(crate) struct Callback<'a> {
@@ -141,7 +137,6 @@ pub(crate) struct Callback<'a> {
     pub account: &'a InboundAccount,
 }
 
-#[allow(dead_code)]
 impl Callback<'_> {
     pub fn now_ms(&self) -> i64 {
         self.state.clock.now_ms()
@@ -166,16 +161,22 @@ impl Callback<'_> {
     /// True the first time this account sees `event_id`, false for a retry or replay
     /// (acknowledge it and do nothing). Persisted, so it holds across restarts.
     pub async fn first_time(&self, event_id: &str) -> Result<bool, Rejection> {
-        let key = format!("{}\u{0}{event_id}", self.account.id);
+        let key = self.memory_key(event_id);
         if self.state.inbound.seen_recently(&key) {
             return Ok(false);
         }
-        store::remember_event(&self.state.db, &self.account.id, event_id, self.now_ms())
+        let first = store::remember_event(&self.state.db, &self.account.id, event_id, self.now_ms())
             .await
             .map_err(|error| {
                 tracing::error!(%error, inbound.account = %self.account.id, "cannot record a callback id");
                 Rejection::internal("cannot record the callback; retry later")
-            })
+            })?;
+        self.state.inbound.remember(&key);
+        Ok(first)
+    }
+
+    fn memory_key(&self, event_id: &str) -> String {
+        format!("{}\u{0}{event_id}", self.account.id)
     }
 
     /// The bot's answer to one chat message (commands, roles, audit, opt-out).
@@ -185,17 +186,25 @@ impl Callback<'_> {
             .await
     }
 
-    /// Keeps a verified non-message event (read receipt, card click, send report).
-    pub async fn record_event(
+    /// Keeps a verified non-message event (read receipt, card click, send report) once
+    /// per kind and `event_id`: the id and the event are stored in one transaction, so a
+    /// failed write leaves neither and the platform's retry stores it. True when stored now.
+    pub async fn record_event_once(
         &self,
         kind: &str,
-        event_id: Option<&str>,
+        event_id: &str,
         payload: &serde_json::Value,
-    ) -> Result<(), Rejection> {
-        store::record_platform_event(
+    ) -> Result<bool, Rejection> {
+        let dedup_key = format!("{kind}:{event_id}");
+        let key = self.memory_key(&dedup_key);
+        if self.state.inbound.seen_recently(&key) {
+            return Ok(false);
+        }
+        let stored = store::record_platform_event_once(
             &self.state.db,
             self.account.platform.name(),
             &self.account.id,
+            &dedup_key,
             kind,
             event_id,
             payload,
@@ -205,17 +214,14 @@ impl Callback<'_> {
         .map_err(|error| {
             tracing::error!(%error, kind, "cannot record a platform event");
             Rejection::internal("cannot record the event; retry later")
-        })
+        })?;
+        self.state.inbound.remember(&key);
+        Ok(stored)
     }
 
     /// The shared client for reply APIs.
     pub fn http(&self) -> &reqwest::Client {
         self.state.inbound.http()
-    }
-
-    /// Access tokens of reply APIs, cached per process until shortly before expiry.
-    pub fn tokens(&self) -> &super::TokenCache {
-        self.state.inbound.tokens()
     }
 
     /// Sends a reply after the HTTP answer; shutdown waits a bounded time for these.
@@ -270,17 +276,8 @@ async fn receive(
         InboundPlatform::WecomAibot { .. } => wecom_aibot::receive(&callback, request).await,
         InboundPlatform::WecomApp { .. } => wecom_app::receive(&callback, request).await,
         InboundPlatform::WechatOa { .. } => wechat_oa::receive(&callback, request).await,
-        // The rules loader refuses platforms without a handler, so this is unreachable with
-        // loaded rules; answer rather than panic all the same.
-        _ => {
-            let _ = &callback;
-            Err(Rejection::new(
-                Verdict::Disabled,
-                StatusCode::NOT_IMPLEMENTED,
-                "platform_not_served",
-                "this platform is not served by this version",
-            ))
-        }
+        InboundPlatform::Dingtalk { .. } => dingtalk::receive(&callback, request).await,
+        InboundPlatform::Feishu { .. } => feishu_http::receive(&callback, request).await,
     };
     match outcome {
         Ok(response) => {
@@ -354,10 +351,9 @@ mod tests {
         assert!(!callback.first_time("evt-1").await.unwrap(), "persisted");
         assert!(callback.first_time("evt-2").await.unwrap());
         let payload = json!({"message_id": "om_1", "reader": "ou_1"});
-        callback
-            .record_event("feishu.message_read", Some("e-9"), &payload)
-            .await
-            .unwrap();
+        let record = || callback.record_event_once("feishu.message_read", "e-9", &payload);
+        assert!(record().await.unwrap());
+        assert!(!record().await.unwrap(), "recorded once");
         let events = store::recent_platform_events(&db, 10).await.unwrap();
         assert_eq!(events.len(), 1);
         assert_eq!(events[0].kind, "feishu.message_read");

@@ -18,15 +18,20 @@ use crate::rules::{InboundAccount, InboundPlatform};
 /// The fixture's manual clock, in seconds.
 pub const NOW_SECS: i64 = 1_764_000_000;
 
-/// Cargo sets this for every test process, so handler tests have a secret variable without
-/// touching the environment (`set_var` is unsafe and this crate forbids unsafe code).
-pub const SECRET_VAR: &str = "CARGO_PKG_NAME";
+/// The variable name the handler tests' accounts use for every secret; its value is
+/// registered with `rules::test_secrets`, so no test touches the environment.
+pub const SECRET_VAR: &str = "QUNFA_HANDLER_TEST_SECRET";
+const SECRET_VALUE: &str = "handler-test-secret-0123456789";
 
+/// The secret's value, registered as a side effect so that accounts built with
+/// [`SECRET_VAR`] resolve it.
 pub fn secret() -> String {
-    std::env::var(SECRET_VAR).unwrap_or_default()
+    crate::rules::test_secrets::set(SECRET_VAR, SECRET_VALUE);
+    SECRET_VALUE.to_string()
 }
 
 pub async fn state_with(id: &str, platform: InboundPlatform) -> Fixture {
+    secret();
     let mut rules = test_support::rules();
     rules.inbound.push(InboundAccount {
         id: id.to_string(),

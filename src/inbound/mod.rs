@@ -5,7 +5,11 @@
 mod api;
 pub(crate) mod crypto;
 mod deferred;
+mod dingtalk;
 mod event;
+mod feishu;
+mod feishu_api;
+mod feishu_http;
 #[cfg(test)]
 mod handler_testing;
 mod qq;

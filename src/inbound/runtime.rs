@@ -37,12 +37,19 @@ impl Default for InboundRuntime {
 }
 
 impl InboundRuntime {
-    /// Whether `key` was seen recently by this process; remembers it either way.
+    /// Whether `key` was recorded recently by this process.
     pub(crate) fn seen_recently(&self, key: &str) -> bool {
-        let Ok(mut recent) = self.recent.lock() else {
-            return false;
-        };
-        recent.check_and_insert(key)
+        self.recent
+            .lock()
+            .is_ok_and(|recent| recent.keys.contains(key))
+    }
+
+    /// Remembers `key` once the database has it: remembering before a failed write would
+    /// make the platform's retry look like a duplicate.
+    pub(crate) fn remember(&self, key: &str) {
+        if let Ok(mut recent) = self.recent.lock() {
+            recent.check_and_insert(key);
+        }
     }
 
     pub fn http(&self) -> &reqwest::Client {

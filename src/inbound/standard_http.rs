@@ -41,15 +41,17 @@ pub(in crate::inbound) async fn receive(
     let now_secs = callback.now_ms().div_euclid(1000);
     verify(&key, id, timestamp, signatures, &body, now_secs, *tolerance).map_err(rejection)?;
     let parsed = parse(&callback.account.id, id, &body).map_err(rejection)?;
-    if !callback.first_time(id).await? {
-        return Ok(answer(Vec::new()));
-    }
     match parsed {
-        StandardCallback::Message(event) => Ok(answer(callback.run_command(&event).await)),
+        StandardCallback::Message(event) => {
+            if !callback.first_time(id).await? {
+                return Ok(answer(Vec::new()));
+            }
+            Ok(answer(callback.run_command(&event).await))
+        }
         StandardCallback::Other(payload) => {
             let kind = format!("standard.{}", payload.kind);
             let value = serde_json::to_value(&payload).unwrap_or_default();
-            callback.record_event(&kind, Some(id), &value).await?;
+            callback.record_event_once(&kind, id, &value).await?;
             Ok(answer(Vec::new()))
         }
     }

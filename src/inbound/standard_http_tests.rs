@@ -2,11 +2,8 @@
 //! synchronously, a replayed `webhook-id`, key rotation, other event types recorded, forged,
 //! stale and malformed callbacks.
 //!
-//! The handler needs a `whsec_` secret in an environment variable, and this crate forbids the
-//! unsafe `set_var`: `child_process_runs_the_handler_tests` runs the `in_child_` tests again
-//! in a child process with the variable set, and fails unless all of them pass there.
+//! The `whsec_` secret is registered with `rules::test_secrets` under its variable name.
 
-use std::process::Command;
 use std::time::Duration;
 
 use serde_json::json;
@@ -18,39 +15,16 @@ use crate::inbound::handler_testing::{NOW_SECS, audit_count, post, state_with};
 use crate::rules::{InboundPlatform, SecretRef};
 
 const ACCOUNT: &str = "crm";
-const CHILD_VAR: &str = "QUNFA_TEST_STANDARD_INBOUND_SECRET";
+const SECRET_VAR: &str = "QUNFA_TEST_STANDARD_INBOUND_SECRET";
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
-const CHILD_TESTS: usize = 4;
 
-#[test]
-fn child_process_runs_the_handler_tests() {
-    let exe = std::env::current_exe().expect("the test binary");
-    let output = Command::new(exe)
-        .args([
-            "inbound::standard::http::tests::in_child_",
-            "--test-threads",
-            "2",
-        ])
-        .env(CHILD_VAR, SECRET)
-        .output()
-        .expect("run the test binary again");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{stdout}\n{stderr}");
-    assert!(
-        stdout.contains(&format!("{CHILD_TESTS} passed")),
-        "the child did not run every handler test:\n{stdout}"
-    );
-}
-
-/// `None` outside the child: the test returns at once and its parent above judges it.
-async fn fixture() -> Option<Fixture> {
-    std::env::var(CHILD_VAR).ok()?;
+async fn fixture() -> Fixture {
+    crate::rules::test_secrets::set(SECRET_VAR, SECRET);
     let platform = InboundPlatform::Standard {
-        secret: SecretRef::new(CHILD_VAR),
+        secret: SecretRef::new(SECRET_VAR),
         tolerance: Duration::from_secs(300),
     };
-    Some(state_with(ACCOUNT, platform).await)
+    state_with(ACCOUNT, platform).await
 }
 
 async fn signed(fixture: &Fixture, id: &str, ts: i64, body: &str, extra: &str) -> Answer {
@@ -76,10 +50,8 @@ fn whoami() -> String {
 }
 
 #[tokio::test]
-async fn in_child_a_signed_command_is_answered_and_a_replay_is_not_run_again() {
-    let Some(fixture) = fixture().await else {
-        return;
-    };
+async fn a_signed_command_is_answered_and_a_replay_is_not_run_again() {
+    let fixture = fixture().await;
     let answer = signed(&fixture, "msg_1", NOW_SECS, &whoami(), "").await;
     assert_eq!(answer.status, 200, "{}", answer.text());
     let text = answer.json()["replies"][0]["text"]
@@ -94,10 +66,8 @@ async fn in_child_a_signed_command_is_answered_and_a_replay_is_not_run_again() {
 }
 
 #[tokio::test]
-async fn in_child_any_signature_of_a_rotation_list_is_enough() {
-    let Some(fixture) = fixture().await else {
-        return;
-    };
+async fn any_signature_of_a_rotation_list_is_enough() {
+    let fixture = fixture().await;
     let old = "v1,K5oZfzN95Z9UVu1EsfQmfVNQhnkZ2pj9o9NDN/H/pI4=";
     let answer = signed(&fixture, "msg_2", NOW_SECS, &whoami(), old).await;
     assert_eq!(answer.status, 200, "{}", answer.text());
@@ -112,10 +82,8 @@ async fn in_child_any_signature_of_a_rotation_list_is_enough() {
 }
 
 #[tokio::test]
-async fn in_child_stale_missing_and_malformed_are_refused() {
-    let Some(fixture) = fixture().await else {
-        return;
-    };
+async fn stale_missing_and_malformed_are_refused() {
+    let fixture = fixture().await;
     let stale = signed(&fixture, "msg_4", NOW_SECS - 301, &whoami(), "").await;
     assert_eq!(stale.status, 401);
     assert_eq!(stale.json()["error"]["code"], "stale");
@@ -136,10 +104,8 @@ async fn in_child_stale_missing_and_malformed_are_refused() {
 }
 
 #[tokio::test]
-async fn in_child_other_event_types_are_recorded_once() {
-    let Some(fixture) = fixture().await else {
-        return;
-    };
+async fn other_event_types_are_recorded_once() {
+    let fixture = fixture().await;
     let body =
         json!({"type": "order.paid", "timestamp": "2026-11-24T16:00:00Z", "data": {"order": 7}})
             .to_string();

@@ -23,29 +23,50 @@ pub async fn remember_event(
     Ok(inserted.rows_affected() == 1)
 }
 
-/// Keeps a verified non-message event for the delivery and campaign layers.
-pub async fn record_platform_event(
+/// Keeps a verified non-message event for the delivery and campaign layers, once per
+/// `dedup_key`: the key and the event commit together. True when stored by this call.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one row's columns, named at the call site"
+)]
+pub async fn record_platform_event_once(
     db: &Db,
     platform: &str,
     account: &str,
+    dedup_key: &str,
     kind: &str,
-    event_id: Option<&str>,
+    event_id: &str,
     payload: &serde_json::Value,
     now: UnixMillis,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO platform_events (platform, account, kind, event_id, payload, received_at) \
-         VALUES ($1, $2, $3, $4, $5, $6)",
+) -> Result<bool, sqlx::Error> {
+    let mut tx = db.writer().begin().await?;
+    let first = sqlx::query(
+        "INSERT INTO inbound_events (account, event_id, received_at) VALUES ($1, $2, $3) \
+         ON CONFLICT (account, event_id) DO NOTHING",
     )
-    .bind(platform)
     .bind(account)
-    .bind(kind)
-    .bind(event_id)
-    .bind(payload.to_string())
+    .bind(dedup_key)
     .bind(now)
-    .execute(db.writer())
-    .await?;
-    Ok(())
+    .execute(&mut *tx)
+    .await?
+    .rows_affected()
+        == 1;
+    if first {
+        sqlx::query(
+            "INSERT INTO platform_events (platform, account, kind, event_id, payload, received_at) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(platform)
+        .bind(account)
+        .bind(kind)
+        .bind(event_id)
+        .bind(payload.to_string())
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(first)
 }
 
 /// One stored platform event, for tests and the later campaign layer.

@@ -146,14 +146,9 @@ pub async fn dispatch(callback: &Callback<'_>, received: Received) -> Result<Nex
             event_id,
             payload,
         }) => {
-            // Marked before it is stored: if the insert fails (500), the platform's retry is
-            // acknowledged without storing. The framework offers no transaction over both;
-            // a database that refuses one insert is unlikely to take the next either.
-            if callback.first_time(&format!("event:{event_id}")).await? {
-                callback
-                    .record_event(kind, Some(&event_id), &payload)
-                    .await?;
-            }
+            callback
+                .record_event_once(kind, &event_id, &payload)
+                .await?;
             Ok(Next::Acknowledge)
         }
         Received::Ignored(what) => {

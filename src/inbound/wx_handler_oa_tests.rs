@@ -4,7 +4,7 @@
 
 use axum::http::StatusCode;
 
-use super::tests::{APP_ID, NOW, TOKEN, call, crypt, in_child, open_reply, sealed, state};
+use super::tests::{APP_ID, NOW, TOKEN, call, crypt, open_reply, sealed, state, use_test_secrets};
 use crate::bot::recent_audit;
 use crate::inbound::store;
 use crate::inbound::wx::parse_xml;
@@ -24,11 +24,7 @@ fn oa_query(nonce: &str, timestamp: i64) -> String {
 
 #[tokio::test]
 async fn wechat_oa_plain_and_safe_modes_replies_and_send_job_events() {
-    if !in_child(
-        "inbound::wx_handler::oa_tests::wechat_oa_plain_and_safe_modes_replies_and_send_job_events",
-    ) {
-        return;
-    }
+    use_test_secrets();
     let (_dir, state) = state().await;
     let handshake = format!("/webhooks/oa?{}&echostr=plain-echo", oa_query("1", NOW));
     assert_eq!(

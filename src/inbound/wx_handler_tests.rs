@@ -2,12 +2,9 @@
 //! forged and stale callbacks refused, replays acknowledged but run once (audit rows),
 //! malformed bodies, typed events recorded once.
 //!
-//! Secrets come from environment variables, and changing the environment in-process needs
-//! `unsafe` (forbidden here); so each test re-runs itself in a child process of the same
-//! test binary with the secrets set, and the parent only checks the child passed.
+//! Secrets are registered with `rules::test_secrets` (no environment changes needed).
 
 use std::net::SocketAddr;
-use std::process::Command;
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -23,7 +20,6 @@ use crate::inbound::store;
 use crate::inbound::wx::parse_xml;
 use crate::rules::{InboundAccount, InboundPlatform, Operator, Role, SecretRef};
 
-const CHILD: &str = "QUNFA_WX_HANDLER_TEST_CHILD";
 const TOKEN_ENV: &str = "QUNFA_WX_TEST_TOKEN";
 const KEY_ENV: &str = "QUNFA_WX_TEST_AES_KEY";
 pub(super) const TOKEN: &str = "botToken123";
@@ -33,26 +29,10 @@ pub(super) const APP_ID: &str = "wx0123456789abcdef";
 /// `test_support::START_MS` in seconds: the clock every callback is signed against.
 pub(super) const NOW: i64 = test_support::START_MS / 1000;
 
-/// True in the child (run the test body); in the parent, runs the child and checks it.
-pub(super) fn in_child(test: &str) -> bool {
-    if std::env::var_os(CHILD).is_some() {
-        return true;
-    }
-    let exe = std::env::current_exe().unwrap();
-    let output = Command::new(exe)
-        .args([test, "--exact", "--test-threads=1", "--nocapture"])
-        .env(CHILD, "1")
-        .env(TOKEN_ENV, TOKEN)
-        .env(KEY_ENV, KEY)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success() && stdout.contains("1 passed"),
-        "child run of {test} failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    false
+/// Registers the accounts' token and AES key under their variable names.
+pub(super) fn use_test_secrets() {
+    crate::rules::test_secrets::set(TOKEN_ENV, TOKEN);
+    crate::rules::test_secrets::set(KEY_ENV, KEY);
 }
 
 pub(super) async fn state() -> (tempfile::TempDir, AppState) {
@@ -185,11 +165,7 @@ pub(super) fn open_reply(crypt: &MsgCrypt, reply: &str) -> crate::inbound::wx::X
 
 #[tokio::test]
 async fn wecom_app_handshake_command_replay_forgery_staleness_and_malformed() {
-    if !in_child(
-        "inbound::wx_handler::tests::wecom_app_handshake_command_replay_forgery_staleness_and_malformed",
-    ) {
-        return;
-    }
+    use_test_secrets();
     let (_dir, state) = state().await;
     let app = crypt(CORP);
 
@@ -274,11 +250,7 @@ async fn response_url_mock() -> (String, mpsc::UnboundedReceiver<serde_json::Val
 
 #[tokio::test]
 async fn wecom_aibot_answers_through_response_url_once_and_records_card_clicks() {
-    if !in_child(
-        "inbound::wx_handler::tests::wecom_aibot_answers_through_response_url_once_and_records_card_clicks",
-    ) {
-        return;
-    }
+    use_test_secrets();
     let (_dir, state) = state().await;
     let robot = crypt("");
     let (url, mut replies) = response_url_mock().await;

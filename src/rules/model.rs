@@ -63,6 +63,10 @@ impl SecretRef {
     /// Reads the variable now. The error names the variable, for the log, `/readyz` and
     /// `check-rules`, and never contains a value.
     pub fn resolve(&self) -> Result<SecretString, String> {
+        #[cfg(test)]
+        if let Some(value) = test_secrets::get(&self.env) {
+            return Ok(SecretString::from(value));
+        }
         match std::env::var(&self.env) {
             Ok(value) if !value.trim().is_empty() => Ok(SecretString::from(value)),
             Ok(_) => Err(format!("environment variable `{}` is empty", self.env)),
@@ -74,6 +78,28 @@ impl SecretRef {
                 self.env
             )),
         }
+    }
+}
+
+/// Secret values for unit tests. Setting a real environment variable in-process needs
+/// `unsafe` (forbidden in this crate) and races with other tests; tests register values
+/// under variable names of their own here instead.
+#[cfg(test)]
+pub(crate) mod test_secrets {
+    use std::collections::HashMap;
+    use std::sync::{LazyLock, Mutex};
+
+    static VALUES: LazyLock<Mutex<HashMap<String, String>>> = LazyLock::new(Mutex::default);
+
+    /// Makes `SecretRef::new(name).resolve()` return `value` in this test process.
+    pub(crate) fn set(name: &str, value: &str) {
+        if let Ok(mut values) = VALUES.lock() {
+            values.insert(name.to_string(), value.to_string());
+        }
+    }
+
+    pub(super) fn get(name: &str) -> Option<String> {
+        VALUES.lock().ok()?.get(name).cloned()
     }
 }
 

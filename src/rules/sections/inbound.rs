@@ -10,18 +10,6 @@ use crate::rules::model::{
 use crate::rules::problem::{At, Problem};
 use crate::rules::reader::Fields;
 
-/// Platforms whose callbacks this build serves; the others parse but are refused as "not
-/// supported by this version yet" until their handler lands.
-const SERVED: [&str; 7] = [
-    "shell",
-    "slack",
-    "qq",
-    "standard",
-    "wecom_aibot",
-    "wecom_app",
-    "wechat_oa",
-];
-
 pub(super) fn read_inbound(
     mut fields: Fields<'_, '_>,
     rules: &mut FileRules,
@@ -33,12 +21,13 @@ pub(super) fn read_inbound(
         return;
     };
     rules.inbound_platforms.push(platform.value.clone());
-    if !SERVED.contains(&platform.value.as_str()) {
-        let planned: Vec<&str> = InboundPlatform::NAMES
-            .into_iter()
-            .filter(|name| !SERVED.contains(name))
-            .collect();
-        return problems.push(unsupported("platform", &platform, &SERVED, &planned));
+    if !InboundPlatform::NAMES.contains(&platform.value.as_str()) {
+        return problems.push(unsupported(
+            "platform",
+            &platform,
+            &InboundPlatform::NAMES,
+            &[],
+        ));
     }
     let settings = read_platform(&platform.value, &mut fields, problems);
     fields.finish(problems);
