@@ -157,7 +157,7 @@ impl Bot {
     async fn audit(&self, event: &ChatEvent, command: &str, outcome: Outcome) {
         count(command, outcome);
         let record = self.record(event, command, outcome);
-        if let Err(error) = store::insert_audit(&self.db, &record).await {
+        if let Err(error) = store::append_audit(&self.db, &record).await {
             tracing::error!(command, outcome = outcome.as_str(), %error, "could not write a command audit row; answering anyway");
         }
     }

@@ -80,6 +80,27 @@ pub async fn insert_audit(db: &Db, record: &AuditRecord) -> Result<i64, sqlx::Er
     Ok(id)
 }
 
+/// Writes an audit row whose id nobody needs, sharing a durable commit with other
+/// requests' small writes (group commit): every command message writes one.
+pub async fn append_audit(db: &Db, record: &AuditRecord) -> Result<(), sqlx::Error> {
+    db.grouped()
+        .execute(
+            "INSERT INTO command_audit (at, platform, account, chat, sender, command, outcome) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            vec![
+                record.at.into(),
+                (&record.platform).into(),
+                (&record.account).into(),
+                (&record.chat).into(),
+                (&record.sender).into(),
+                (&record.command).into(),
+                record.outcome.as_str().into(),
+            ],
+        )
+        .await?;
+    Ok(())
+}
+
 /// Replaces the outcome of a row written as [`Outcome::Started`].
 pub async fn finish_audit(db: &Db, id: i64, outcome: Outcome) -> Result<(), sqlx::Error> {
     sqlx::query("UPDATE command_audit SET outcome = $1 WHERE id = $2")

@@ -8,6 +8,7 @@
 //! stored as Unix milliseconds. Where the SQL really differs (row locking), the store
 //! asks [`Db::backend`].
 
+mod group;
 pub mod testing;
 mod url;
 
@@ -19,6 +20,7 @@ use sqlx::any::AnyPoolOptions;
 use sqlx::migrate::{MigrateError, Migrator};
 use sqlx::{AnyPool, Executor};
 
+pub use group::{GroupCommit, Param};
 pub use url::{DatabaseUrl, UrlError};
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("src/db/migrations/sqlite");
@@ -69,6 +71,7 @@ pub struct Db {
     writer: AnyPool,
     reader: AnyPool,
     url: DatabaseUrl,
+    grouped: GroupCommit,
 }
 
 fn install_drivers() {
@@ -94,6 +97,7 @@ impl Db {
                     })?;
                 Ok(Self {
                     backend: Backend::Postgres,
+                    grouped: GroupCommit::start(pool.clone()),
                     writer: pool.clone(),
                     reader: pool,
                     url: url.clone(),
@@ -111,6 +115,7 @@ impl Db {
         let reader = sqlite_pool(&url.sqlx_url(), 4).await.map_err(open_error)?;
         Ok(Self {
             backend: Backend::Sqlite,
+            grouped: GroupCommit::start(writer.clone()),
             writer,
             reader,
             url: url.clone(),
@@ -184,6 +189,12 @@ impl Db {
     /// The pool for statements that write (and for reads that must see the latest write).
     pub fn writer(&self) -> &AnyPool {
         &self.writer
+    }
+
+    /// Small independent writes that may share a transaction (and a durable commit) with
+    /// other requests' writes; see [`GroupCommit`].
+    pub fn grouped(&self) -> &GroupCommit {
+        &self.grouped
     }
 
     /// The pool for read-only queries.

@@ -4,23 +4,24 @@
 use crate::clock::UnixMillis;
 use crate::db::Db;
 
-/// Records `event_id` for `account`; true when this is the first time it is seen.
+/// Records `event_id` for `account`; true when this is the first time it is seen. Shares a
+/// durable commit with other requests' small writes (group commit): this runs on every
+/// callback.
 pub async fn remember_event(
     db: &Db,
     account: &str,
     event_id: &str,
     now: UnixMillis,
 ) -> Result<bool, sqlx::Error> {
-    let inserted = sqlx::query(
-        "INSERT INTO inbound_events (account, event_id, received_at) VALUES ($1, $2, $3) \
-         ON CONFLICT (account, event_id) DO NOTHING",
-    )
-    .bind(account)
-    .bind(event_id)
-    .bind(now)
-    .execute(db.writer())
-    .await?;
-    Ok(inserted.rows_affected() == 1)
+    let inserted = db
+        .grouped()
+        .execute(
+            "INSERT INTO inbound_events (account, event_id, received_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (account, event_id) DO NOTHING",
+            vec![account.into(), event_id.into(), now.into()],
+        )
+        .await?;
+    Ok(inserted == 1)
 }
 
 /// Keeps a verified non-message event for the delivery and campaign layers, once per
