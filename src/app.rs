@@ -39,24 +39,10 @@ impl Live {
         for (id, reason) in channels.disabled() {
             tracing::warn!(channel = id, "channel disabled: {reason}");
         }
-        let disabled_inbound = rules
-            .inbound
-            .iter()
-            .filter_map(|account| {
-                let missing: Vec<String> = account
-                    .platform
-                    .secrets()
-                    .into_iter()
-                    .filter_map(|secret| secret.resolve().err())
-                    .collect();
-                if missing.is_empty() {
-                    return None;
-                }
-                let reason = missing.join("; ");
-                tracing::warn!(inbound = %account.id, "inbound account disabled: {reason}");
-                Some((account.id.clone(), reason))
-            })
-            .collect();
+        let disabled_inbound = crate::rules::disabled_inbound(&rules);
+        for (id, reason) in &disabled_inbound {
+            tracing::warn!(inbound = %id, "inbound account disabled: {reason}");
+        }
         Self {
             rules: Arc::new(rules),
             channels,

@@ -41,7 +41,7 @@ pub fn check(dir: &Path) -> CheckReport {
 /// One line per account that is disabled because its secret variable does not resolve.
 /// Names the variable, never prints a value.
 pub fn secret_warnings(rules: &Rules) -> Vec<String> {
-    rules
+    let channels = rules
         .channels
         .iter()
         .filter_map(|channel| match &channel.kind {
@@ -50,6 +50,27 @@ pub fn secret_warnings(rules: &Rules) -> Vec<String> {
                 .err()
                 .map(|reason| format!("channel `{}` is disabled: {reason}", channel.id)),
             ChannelKind::Log { .. } => None,
+        });
+    let inbound = disabled_inbound(rules)
+        .into_iter()
+        .map(|(id, reason)| format!("inbound account `{id}` is disabled: {reason}"));
+    channels.chain(inbound).collect()
+}
+
+/// The inbound accounts that cannot take callbacks because a secret variable is missing
+/// or empty, each with the reason (variable names, never values).
+pub fn disabled_inbound(rules: &Rules) -> Vec<(String, String)> {
+    rules
+        .inbound
+        .iter()
+        .filter_map(|account| {
+            let missing: Vec<String> = account
+                .platform
+                .secrets()
+                .into_iter()
+                .filter_map(|secret| secret.resolve().err())
+                .collect();
+            (!missing.is_empty()).then(|| (account.id.clone(), missing.join("; ")))
         })
         .collect()
 }

@@ -19,7 +19,7 @@ mod watch;
 mod tests;
 
 pub use commands::{BUILTIN_COMMANDS, default_command};
-pub use load::{CheckReport, check, load, secret_warnings};
+pub use load::{CheckReport, check, disabled_inbound, load, secret_warnings};
 pub use model::*;
 pub use problem::{Problem, RulesError};
 pub use watch::{ReloadCause, spawn_watcher};

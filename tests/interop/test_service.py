@@ -55,3 +55,20 @@ def test_unknown_accounts_and_unauthenticated_shell_calls_are_refused(qunfa):
     )
     assert forged.status == 401
     assert server.audit() == []
+
+
+def test_an_inbound_account_missing_its_secret_is_disabled_and_answers_503(qunfa):
+    rules = RULES + """
+[[inbound]]
+id = "crm"
+platform = "standard"
+secret_env = "QUNFA_INTEROP_UNSET_INBOUND_SECRET"
+"""
+    server = qunfa(rules)
+    ready = http("GET", f"{server.url}/readyz").json()
+    disabled = {(d["kind"], d["id"]): d["reason"] for d in ready["disabled"]}
+    assert "QUNFA_INTEROP_UNSET_INBOUND_SECRET" in disabled[("inbound", "crm")]
+    refused = server.post("crm", b"{}", {"content-type": "application/json"})
+    assert refused.status == 503
+    assert refused.json()["error"]["code"] == "account_disabled"
+    assert "QUNFA_INTEROP_UNSET_INBOUND_SECRET" not in refused.text
