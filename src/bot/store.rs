@@ -2,7 +2,7 @@
 //! what came of it.
 
 use crate::clock::UnixMillis;
-use crate::db::Db;
+use crate::db::{Db, Insert};
 
 /// What came of one command message, as stored in `command_audit.outcome`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -84,10 +84,13 @@ pub async fn insert_audit(db: &Db, record: &AuditRecord) -> Result<i64, sqlx::Er
 /// requests' small writes (group commit): every command message writes one.
 pub async fn append_audit(db: &Db, record: &AuditRecord) -> Result<(), sqlx::Error> {
     db.grouped()
-        .execute(
-            "INSERT INTO command_audit (at, platform, account, chat, sender, command, outcome) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-            vec![
+        .insert(Insert {
+            table: "command_audit",
+            columns: &[
+                "at", "platform", "account", "chat", "sender", "command", "outcome",
+            ],
+            unique: &[],
+            values: vec![
                 record.at.into(),
                 (&record.platform).into(),
                 (&record.account).into(),
@@ -96,7 +99,7 @@ pub async fn append_audit(db: &Db, record: &AuditRecord) -> Result<(), sqlx::Err
                 (&record.command).into(),
                 record.outcome.as_str().into(),
             ],
-        )
+        })
         .await?;
     Ok(())
 }

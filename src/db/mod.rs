@@ -20,7 +20,7 @@ use sqlx::any::AnyPoolOptions;
 use sqlx::migrate::{MigrateError, Migrator};
 use sqlx::{AnyPool, Executor};
 
-pub use group::{GroupCommit, Param};
+pub use group::{GroupCommit, Insert, Param};
 pub use url::{DatabaseUrl, UrlError};
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("src/db/migrations/sqlite");

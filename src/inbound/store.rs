@@ -2,7 +2,7 @@
 //! command twice, also after a restart) and non-message platform events.
 
 use crate::clock::UnixMillis;
-use crate::db::Db;
+use crate::db::{Db, Insert};
 
 /// Records `event_id` for `account`; true when this is the first time it is seen. Shares a
 /// durable commit with other requests' small writes (group commit): this runs on every
@@ -13,15 +13,14 @@ pub async fn remember_event(
     event_id: &str,
     now: UnixMillis,
 ) -> Result<bool, sqlx::Error> {
-    let inserted = db
-        .grouped()
-        .execute(
-            "INSERT INTO inbound_events (account, event_id, received_at) VALUES ($1, $2, $3) \
-             ON CONFLICT (account, event_id) DO NOTHING",
-            vec![account.into(), event_id.into(), now.into()],
-        )
-        .await?;
-    Ok(inserted == 1)
+    db.grouped()
+        .insert(Insert {
+            table: "inbound_events",
+            columns: &["account", "event_id", "received_at"],
+            unique: &["account", "event_id"],
+            values: vec![account.into(), event_id.into(), now.into()],
+        })
+        .await
 }
 
 /// Keeps a verified non-message event for the delivery and campaign layers, once per

@@ -305,3 +305,32 @@ on_both_backends!(
         assert_eq!(json["state"], "dead");
     }
 );
+
+on_both_backends!(
+    grouped_inserts_report_each_row_after_one_commit,
+    |db: Db| async move {
+        let event = |id: String| qunfa::db::Insert {
+            table: "inbound_events",
+            columns: &["account", "event_id", "received_at"],
+            unique: &["account", "event_id"],
+            values: vec!["acct".into(), id.as_str().into(), 1i64.into()],
+        };
+        let writes: Vec<_> = (0..300)
+            .map(|i| {
+                let db = db.clone();
+                let insert = event(format!("e{}", i % 120));
+                tokio::spawn(async move { db.grouped().insert(insert).await })
+            })
+            .collect();
+        let mut inserted = 0;
+        for write in writes {
+            inserted += usize::from(write.await.unwrap().unwrap());
+        }
+        assert_eq!(inserted, 120, "each key is new exactly once");
+        let (rows,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM inbound_events")
+            .fetch_one(db.reader())
+            .await
+            .unwrap();
+        assert_eq!(rows, 120);
+    }
+);
