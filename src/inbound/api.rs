@@ -17,12 +17,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde_json::json;
 
+use super::deferred::DeferredBot;
 use super::{
     ChatEvent, Reply, dingtalk, feishu_http, qq, shell, slack, standard, store, wechat_oa,
     wecom_aibot, wecom_app,
 };
 use crate::app::AppState;
-use crate::bot::Bot;
 use crate::rules::{InboundAccount, InboundPlatform, Rules};
 
 /// The largest callback body any platform sends us; the router's own limit is larger.
@@ -181,9 +181,7 @@ impl Callback<'_> {
 
     /// The bot's answer to one chat message (commands, roles, audit, opt-out).
     pub async fn run_command(&self, event: &ChatEvent) -> Vec<Reply> {
-        Bot::new(self.state.db.clone(), self.state.clock.clone())
-            .handle(self.rules, event)
-            .await
+        DeferredBot::new(self).run(event).await
     }
 
     /// Keeps a verified non-message event (read receipt, card click, send report) once

@@ -1,33 +1,30 @@
-//! The bot, owned, for replies that run after the HTTP answer (`Callback::reply_later`):
-//! the platforms whose deadline is shorter than a command may take (Slack's three seconds)
-//! or whose replies go through an API (Slack events, QQ) run the command in such a task.
+//! The bot with the rules in force when a callback arrived, owned, so a command can run in
+//! a task of its own: after the HTTP answer (`Callback::reply_later`, for replies through an
+//! API) or beside a platform's deadline (WeCom/WeChat passive replies, Slack's three
+//! seconds). `Callback::run_command` is the in-line use of the same thing.
 
 use std::sync::Arc;
 
 use super::api::Callback;
 use super::{ChatEvent, Reply};
-use crate::app::AppState;
 use crate::bot::Bot;
 use crate::rules::Rules;
 
-/// The rules in force when the callback arrived and the state the bot needs.
+/// The bot and the rules in force when the callback arrived.
 pub(crate) struct DeferredBot {
-    state: AppState,
+    bot: Bot,
     rules: Arc<Rules>,
 }
 
 impl DeferredBot {
     pub fn new(callback: &Callback<'_>) -> Self {
         Self {
-            state: callback.state.clone(),
+            bot: Bot::new(callback.state.db.clone(), callback.state.clock.clone()),
             rules: callback.rules.clone(),
         }
     }
 
-    /// The same as `Callback::run_command`, without borrowing the request.
     pub async fn run(&self, event: &ChatEvent) -> Vec<Reply> {
-        Bot::new(self.state.db.clone(), self.state.clock.clone())
-            .handle(&self.rules, event)
-            .await
+        self.bot.handle(&self.rules, event).await
     }
 }

@@ -10,6 +10,7 @@ use axum::response::Response;
 use serde_json::{Value, json};
 
 use super::api::{Callback, Rejection};
+use super::deferred::DeferredBot;
 use super::wecom::{SignedQuery, WecomError, open_payload, rejection, strip_mention, verify_url};
 use super::wx::{Received, TypedEvent, query_params};
 use super::wx_handler::{Next, dispatch, envelope, joined, plain};
@@ -63,12 +64,11 @@ pub(super) async fn receive(
         AibotCallback::Other(other) => (other, None),
     };
     if let Next::Answer(event) = dispatch(callback, received).await? {
-        let bot = crate::bot::Bot::new(callback.state.db.clone(), callback.state.clock.clone());
-        let rules = std::sync::Arc::clone(callback.rules);
+        let bot = DeferredBot::new(callback);
         let http = callback.http().clone();
         let account = callback.account.id.clone();
         callback.reply_later(async move {
-            let replies = bot.handle(&rules, &event).await;
+            let replies = bot.run(&event).await;
             let Some(text) = joined(&replies) else {
                 return;
             };

@@ -2,7 +2,6 @@
 //! the account's envelope from its secrets, plain and XML answers, the passive-reply
 //! deadline, and the once-only processing of messages and typed events.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::StatusCode;
@@ -13,9 +12,9 @@ use secrecy::ExposeSecret;
 
 use super::api::{Callback, Rejection, Verdict};
 use super::crypto::MsgCrypt;
+use super::deferred::DeferredBot;
 use super::wx::{Received, TypedEvent};
 use super::{ChatEvent, Reply};
-use crate::bot::Bot;
 use crate::rules::SecretRef;
 
 /// WeCom and WeChat drop the connection after 5 s and retry; a passive reply must be
@@ -95,10 +94,9 @@ pub fn nonce() -> String {
 /// or the bot missed the deadline (it still finishes, unanswered, rather than being cut off
 /// in the middle of its audit write).
 pub async fn answer_in_time(callback: &Callback<'_>, event: ChatEvent) -> Option<String> {
-    let bot = Bot::new(callback.state.db.clone(), callback.state.clock.clone());
-    let rules = Arc::clone(callback.rules);
+    let bot = DeferredBot::new(callback);
     let account = callback.account.id.clone();
-    let task = tokio::spawn(async move { bot.handle(&rules, &event).await });
+    let task = tokio::spawn(async move { bot.run(&event).await });
     match tokio::time::timeout(PASSIVE_DEADLINE, task).await {
         Ok(Ok(replies)) => joined(&replies),
         Ok(Err(error)) => {
