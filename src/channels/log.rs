@@ -7,7 +7,7 @@ use serde_json::json;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::Mutex;
 
-use super::{Channel, Message, SendContext, SendResult, Verdict};
+use super::{AddressKind, Audience, Channel, Message, SendContext, SendResult, Verdict};
 use crate::clock::SharedClock;
 
 #[derive(Debug)]
@@ -61,6 +61,10 @@ impl Channel for LogChannel {
         "log"
     }
 
+    fn audience(&self) -> Audience {
+        Audience::Person(AddressKind::ExternalId)
+    }
+
     async fn send(&self, ctx: &SendContext<'_>, message: &Message) -> SendResult {
         let at = jiff::Timestamp::from_millisecond(self.clock.now_ms())
             .map(|t| t.to_string())
@@ -98,11 +102,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("out.jsonl");
         let channel = LogChannel::new("log", path.clone(), Arc::new(ManualClock::new(0)));
-        let message = Message {
-            text: "你好\nworld".into(),
-            title: None,
-            url: None,
-        };
+        let message = Message::text("你好\nworld");
         for job_id in 1..=2 {
             let ctx = SendContext {
                 job_id,
@@ -140,11 +140,7 @@ mod tests {
             attempt: 1,
             recipient: "r",
         };
-        let message = Message {
-            text: "x".into(),
-            title: None,
-            url: None,
-        };
+        let message = Message::text("x");
         let result = channel.send(&ctx, &message).await;
         assert!(matches!(result.verdict, Verdict::Retryable { .. }));
     }

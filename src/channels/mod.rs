@@ -1,30 +1,154 @@
 //! How to send: the `Channel` trait, the message model every adapter receives, the
 //! classification of provider answers, and one file per provider. Channels hold every
-//! provider detail (signing, body shape, error tables) and never touch the database or
-//! the HTTP server; `delivery` decides when and how often to call them.
+//! provider detail (signing, body shape, error tables, formats and limits) and never touch
+//! the database or the HTTP server; `delivery` decides when and how often to call them.
 
 mod http;
 mod log;
 mod registry;
+pub mod render;
+mod tokens;
 mod webhook;
+// Provider adapters, one file each (kept in this order so parallel additions do not collide).
+// -- wecom / wechat
+// -- dingtalk
+// -- feishu / slack
+// -- sms / email
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-pub use http::client as http_client;
+pub use http::{body_excerpt, client as http_client, retry_after, transport_failure};
 pub use log::LogChannel;
-pub use registry::{ChannelRegistry, ChannelStatus};
+pub use registry::{BuildContext, ChannelRegistry, ChannelStatus};
+pub use render::ContentError;
+pub use tokens::TokenCache;
 pub use webhook::{WebhookChannel, decode_secret};
 
-/// What one delivery job asks a channel to send, as stored in the outbox row.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// How a message is meant to look; each adapter renders it in the richest form its
+/// provider offers and downgrades the rest (markdown to plain text for SMS, a card to
+/// title + text + link).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Format {
+    /// `text` is plain text.
+    #[default]
+    Text,
+    /// `text` is Markdown (the common subset: headings, bold, links, lists).
+    Markdown,
+    /// A link or news card: `title`, `text` as its description, `url` to open.
+    Link,
+    /// A template card: `title`, `text`, `url` and up to a few `buttons`.
+    Card,
+}
+
+/// A button on a card.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Button {
+    pub text: String,
+    pub url: String,
+}
+
+/// What one delivery job asks a channel to send, as stored in the outbox row: the content
+/// already chosen for that channel (the route's per-channel content merged over the
+/// default).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Message {
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub format: Format,
     pub text: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub title: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub buttons: Vec<Button>,
+    /// Platform user ids (or, for DingTalk robots, phone numbers) to @mention in a group.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mentions: Vec<String>,
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub mention_all: bool,
+    /// E-mail subject (defaults to `title`, then the first line of the text).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    /// E-mail HTML body; the plain-text part is the text (derived when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub html: Option<String>,
+    /// Template of a template SMS or a WeChat OA template message (the channel's default
+    /// when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template_id: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub template_params: BTreeMap<String, String>,
+}
+
+fn is_default<T: Default + PartialEq>(value: &T) -> bool {
+    *value == T::default()
+}
+
+impl Message {
+    /// A plain-text message.
+    pub fn text(text: impl Into<String>) -> Self {
+        Self {
+            text: text.into(),
+            ..Self::default()
+        }
+    }
+}
+
+/// Which of a recipient's addresses a channel sends to; the names are the fields of the
+/// `recipient` object of `POST /api/v1/messages`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AddressKind {
+    ExternalId,
+    WecomUser,
+    DingtalkUser,
+    FeishuOpenId,
+    WechatOpenid,
+    QqOpenid,
+    SlackUser,
+    Phone,
+    Email,
+}
+
+impl AddressKind {
+    pub const ALL: [AddressKind; 9] = [
+        AddressKind::ExternalId,
+        AddressKind::WecomUser,
+        AddressKind::DingtalkUser,
+        AddressKind::FeishuOpenId,
+        AddressKind::WechatOpenid,
+        AddressKind::QqOpenid,
+        AddressKind::SlackUser,
+        AddressKind::Phone,
+        AddressKind::Email,
+    ];
+
+    pub fn field(self) -> &'static str {
+        match self {
+            AddressKind::ExternalId => "external_id",
+            AddressKind::WecomUser => "wecom_user",
+            AddressKind::DingtalkUser => "dingtalk_user",
+            AddressKind::FeishuOpenId => "feishu_open_id",
+            AddressKind::WechatOpenid => "wechat_openid",
+            AddressKind::QqOpenid => "qq_openid",
+            AddressKind::SlackUser => "slack_user",
+            AddressKind::Phone => "phone",
+            AddressKind::Email => "email",
+        }
+    }
+}
+
+/// Who a channel sends to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Audience {
+    /// One person per job, by this address.
+    Person(AddressKind),
+    /// The group the robot lives in; the job's recipient, when present, is this address
+    /// and is @mentioned.
+    Group(AddressKind),
 }
 
 /// The job's identity as the channel sees it. `idempotency_key` is stable across retries,
@@ -79,6 +203,9 @@ pub struct SendResult {
     pub status: Option<u16>,
     /// The provider's answer or the error, already truncated to [`DETAIL_LIMIT`].
     pub detail: String,
+    /// The provider's id for what it accepted (message id, task id, `processQueryKey`,
+    /// Twilio SID): how delivery receipts and read-status queries find this attempt.
+    pub provider_ref: Option<String>,
 }
 
 /// How much of a provider's answer the attempts log keeps.
@@ -90,7 +217,23 @@ impl SendResult {
             verdict,
             status,
             detail: truncate(detail.as_ref(), DETAIL_LIMIT),
+            provider_ref: None,
         }
+    }
+
+    pub fn with_ref(mut self, provider_ref: impl Into<String>) -> Self {
+        self.provider_ref = Some(provider_ref.into());
+        self
+    }
+
+    pub fn delivered(status: Option<u16>, detail: impl AsRef<str>) -> Self {
+        Self::new(Verdict::Delivered, status, detail)
+    }
+
+    /// A message the channel cannot render within its provider's limits: refused
+    /// before any call.
+    pub fn unsendable(error: &ContentError) -> Self {
+        Self::new(Verdict::ContentBlocked, None, error.to_string())
     }
 }
 
@@ -112,9 +255,38 @@ pub trait Channel: Send + Sync + std::fmt::Debug {
     /// The provider kind, as named in the rules (`log`, `webhook`, …).
     fn kind(&self) -> &'static str;
 
+    /// Which recipient address the channel sends to.
+    fn audience(&self) -> Audience;
+
+    /// Most recipients one provider call can carry; 1 means one call per recipient.
+    fn max_batch(&self) -> usize {
+        1
+    }
+
+    /// Whether `message` can be sent as this channel renders it (length limits, required
+    /// template parameters, formats the provider lacks and cannot downgrade). Called when
+    /// a message is accepted, so a message that cannot fit is refused before anything is
+    /// queued, and again by the adapter before it calls the provider.
+    fn check(&self, message: &Message) -> Result<(), ContentError> {
+        let _ = message;
+        Ok(())
+    }
+
     /// Sends one message to one recipient and classifies the answer. Never panics and
     /// never returns early without a verdict: every failure is a [`SendResult`].
     async fn send(&self, ctx: &SendContext<'_>, message: &Message) -> SendResult;
+
+    /// Sends one message to several recipients (at most [`Channel::max_batch`]) and
+    /// returns one result per recipient, in order. Channels whose API takes many
+    /// recipients per call override this and map the provider's per-recipient answer
+    /// (invalid users, flow-controlled lists) back to each recipient.
+    async fn send_batch(&self, batch: &[SendContext<'_>], message: &Message) -> Vec<SendResult> {
+        let mut results = Vec::with_capacity(batch.len());
+        for ctx in batch {
+            results.push(self.send(ctx, message).await);
+        }
+        results
+    }
 }
 
 #[cfg(test)]

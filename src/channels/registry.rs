@@ -2,10 +2,11 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::{Channel, LogChannel, WebhookChannel};
 use crate::clock::SharedClock;
-use crate::rules::{ChannelKind, Rules};
+use crate::rules::{ChannelAccount, ChannelKind, Limits, Rules};
 
 /// A configured channel: ready to send, or disabled with a reason an operator can act on.
 #[derive(Debug, Clone)]
@@ -14,53 +15,104 @@ pub enum ChannelStatus {
     Disabled { reason: String },
 }
 
+/// What an adapter's constructor gets besides its own settings.
+#[derive(Clone)]
+pub struct BuildContext {
+    pub clock: SharedClock,
+    /// Total time one provider call may take.
+    pub timeout: Duration,
+}
+
+impl BuildContext {
+    /// A ready channel, or the reason it is disabled (a missing secret, a bad key).
+    pub fn status<C: Channel + 'static>(result: Result<C, String>) -> ChannelStatus {
+        match result {
+            Ok(channel) => ChannelStatus::Ready(Arc::new(channel)),
+            Err(reason) => ChannelStatus::Disabled { reason },
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    status: ChannelStatus,
+    limits: Limits,
+    batch_size: usize,
+}
+
 /// Every channel account of one version of the rules.
 #[derive(Debug, Default, Clone)]
 pub struct ChannelRegistry {
-    channels: BTreeMap<String, ChannelStatus>,
+    channels: BTreeMap<String, Entry>,
 }
 
 impl ChannelRegistry {
     /// Resolves secrets from the environment now; a missing secret disables that one
     /// channel and leaves the rest running.
     pub fn build(rules: &Rules, clock: &SharedClock) -> Self {
-        let timeout = rules.delivery.http_timeout;
+        let ctx = BuildContext {
+            clock: clock.clone(),
+            timeout: rules.delivery.http_timeout,
+        };
         let channels = rules
             .channels
             .iter()
             .map(|account| {
-                let status = match &account.kind {
-                    ChannelKind::Log { path } => ChannelStatus::Ready(Arc::new(LogChannel::new(
-                        &account.id,
-                        path.clone(),
-                        clock.clone(),
-                    ))),
-                    ChannelKind::Webhook { url, secret } => match secret.resolve() {
-                        Err(reason) => ChannelStatus::Disabled { reason },
-                        Ok(value) => match WebhookChannel::new(url, &value, timeout, clock.clone())
-                        {
-                            Ok(channel) => ChannelStatus::Ready(Arc::new(channel)),
-                            Err(error) => ChannelStatus::Disabled {
-                                reason: format!("environment variable `{}`: {error}", secret.env),
-                            },
-                        },
-                    },
+                let status = build_one(account, &ctx);
+                let api_cap = account.kind.max_batch();
+                let entry = Entry {
+                    status,
+                    limits: account.limits,
+                    batch_size: account.batch_size.unwrap_or(api_cap).clamp(1, api_cap),
                 };
-                (account.id.clone(), status)
+                (account.id.clone(), entry)
             })
             .collect();
         Self { channels }
     }
 
+    /// A registry over channels built elsewhere (tests, benchmarks).
+    pub fn from_statuses(statuses: impl IntoIterator<Item = (String, ChannelStatus)>) -> Self {
+        let channels = statuses
+            .into_iter()
+            .map(|(id, status)| {
+                let batch_size = match &status {
+                    ChannelStatus::Ready(channel) => channel.max_batch().max(1),
+                    ChannelStatus::Disabled { .. } => 1,
+                };
+                let entry = Entry {
+                    status,
+                    limits: Limits::default(),
+                    batch_size,
+                };
+                (id, entry)
+            })
+            .collect();
+        Self { channels }
+    }
+
+    /// Send quotas of a channel account.
+    pub fn limits(&self, id: &str) -> Limits {
+        self.channels
+            .get(id)
+            .map(|entry| entry.limits)
+            .unwrap_or_default()
+    }
+
+    /// Recipients per provider call for a channel account.
+    pub fn batch_size(&self, id: &str) -> usize {
+        self.channels.get(id).map_or(1, |entry| entry.batch_size)
+    }
+
     pub fn get(&self, id: &str) -> Option<&ChannelStatus> {
-        self.channels.get(id)
+        self.channels.get(id).map(|entry| &entry.status)
     }
 
     /// Channels that cannot send, with the reason, for `/readyz` and the log.
     pub fn disabled(&self) -> impl Iterator<Item = (&str, &str)> {
         self.channels
             .iter()
-            .filter_map(|(id, status)| match status {
+            .filter_map(|(id, entry)| match &entry.status {
                 ChannelStatus::Disabled { reason } => Some((id.as_str(), reason.as_str())),
                 ChannelStatus::Ready(_) => None,
             })
@@ -68,5 +120,28 @@ impl ChannelRegistry {
 
     pub fn ids(&self) -> impl Iterator<Item = &str> {
         self.channels.keys().map(String::as_str)
+    }
+}
+
+fn build_one(account: &ChannelAccount, ctx: &BuildContext) -> ChannelStatus {
+    match &account.kind {
+        ChannelKind::Log { path } => ChannelStatus::Ready(Arc::new(LogChannel::new(
+            &account.id,
+            path.clone(),
+            ctx.clock.clone(),
+        ))),
+        ChannelKind::Webhook { url, secret } => {
+            BuildContext::status(secret.resolve().and_then(|value| {
+                WebhookChannel::new(url, &value, ctx.timeout, ctx.clock.clone())
+                    .map_err(|error| format!("environment variable `{}`: {error}", secret.env))
+            }))
+        }
+        // -- wecom / wechat
+
+        // -- dingtalk
+
+        // -- feishu / slack
+
+        // -- sms / email
     }
 }

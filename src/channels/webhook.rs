@@ -12,7 +12,7 @@ use serde_json::json;
 use standardwebhooks::Webhook;
 
 use super::http::{body_excerpt, client, retry_after, transport_failure};
-use super::{Channel, Message, SendContext, SendResult, Verdict};
+use super::{AddressKind, Audience, Channel, Message, SendContext, SendResult, Verdict};
 use crate::clock::SharedClock;
 
 /// When a receiver says 429 without `Retry-After`.
@@ -94,6 +94,10 @@ impl WebhookChannel {
 impl Channel for WebhookChannel {
     fn kind(&self) -> &'static str {
         "webhook"
+    }
+
+    fn audience(&self) -> Audience {
+        Audience::Person(AddressKind::ExternalId)
     }
 
     async fn send(&self, ctx: &SendContext<'_>, message: &Message) -> SendResult {

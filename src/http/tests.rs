@@ -66,6 +66,8 @@ async fn readyz_is_ready_and_lists_disabled_accounts() {
             url: "https://example.com/qunfa".to_string(),
             secret: SecretRef::new("QUNFA_TEST_HTTP_SECRET_NEVER_SET"),
         },
+        limits: crate::rules::Limits::default(),
+        batch_size: None,
     });
     let disabled_inbound = vec![(
         "ding".to_string(),

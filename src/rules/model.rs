@@ -312,6 +312,31 @@ impl InboundPlatform {
 pub struct ChannelAccount {
     pub id: String,
     pub kind: ChannelKind,
+    /// Sends allowed per window, counted in the database; the kind's published limits
+    /// unless the rules say otherwise.
+    pub limits: Limits,
+    /// Recipients per provider call, at most the API's cap (`None`: the API's cap).
+    pub batch_size: Option<usize>,
+}
+
+/// Send quotas of one channel account. `None` means no limit of that kind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Limits {
+    pub per_minute: Option<u32>,
+    pub per_day: Option<u32>,
+    pub per_month: Option<u32>,
+    /// Per recipient (WeCom drops app messages beyond 30 a minute per member, DingTalk
+    /// filters beyond 500 a day per user, a WeChat service account reaches each follower
+    /// with 4 mass sends a month).
+    pub recipient_per_minute: Option<u32>,
+    pub recipient_per_day: Option<u32>,
+    pub recipient_per_month: Option<u32>,
+}
+
+impl Limits {
+    pub fn is_unlimited(&self) -> bool {
+        *self == Limits::default()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -320,6 +345,13 @@ pub enum ChannelKind {
     Log { path: PathBuf },
     /// POSTs each message to `url`, signed per Standard Webhooks with the `whsec_` secret.
     Webhook { url: String, secret: SecretRef },
+    // -- wecom / wechat
+
+    // -- dingtalk
+
+    // -- feishu / slack
+
+    // -- sms / email
 }
 
 impl ChannelKind {
@@ -327,6 +359,41 @@ impl ChannelKind {
         match self {
             ChannelKind::Log { .. } => "log",
             ChannelKind::Webhook { .. } => "webhook",
+            // -- wecom / wechat
+
+            // -- dingtalk
+
+            // -- feishu / slack
+
+            // -- sms / email
+        }
+    }
+
+    /// The vendor's published limits, used where the rules set none.
+    pub fn default_limits(&self) -> Limits {
+        match self {
+            ChannelKind::Log { .. } | ChannelKind::Webhook { .. } => Limits::default(),
+            // -- wecom / wechat
+
+            // -- dingtalk
+
+            // -- feishu / slack
+
+            // -- sms / email
+        }
+    }
+
+    /// Most recipients one call of the kind's API takes.
+    pub fn max_batch(&self) -> usize {
+        match self {
+            ChannelKind::Log { .. } | ChannelKind::Webhook { .. } => 1,
+            // -- wecom / wechat
+
+            // -- dingtalk
+
+            // -- feishu / slack
+
+            // -- sms / email
         }
     }
 }

@@ -7,7 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use qunfa::channels::{
-    Channel, ChannelStatus, LogChannel, Message, SendContext, SendResult, Verdict,
+    AddressKind, Audience, Channel, ChannelStatus, LogChannel, Message, SendContext, SendResult,
+    Verdict,
 };
 use qunfa::clock::{Clock, ManualClock, SharedClock};
 use qunfa::db::testing::TestDb;
@@ -28,6 +29,10 @@ struct Scripted {
 impl Channel for Scripted {
     fn kind(&self) -> &'static str {
         "scripted"
+    }
+
+    fn audience(&self) -> Audience {
+        Audience::Person(AddressKind::ExternalId)
     }
 
     async fn send(&self, _ctx: &SendContext<'_>, _message: &Message) -> SendResult {
@@ -111,12 +116,7 @@ async fn harness(channels: Vec<(&str, ChannelStatus)>) -> Harness {
 
 async fn enqueue(h: &Harness, channel: &str, n: usize) -> Vec<i64> {
     let keys: Vec<String> = (0..n).map(|i| format!("{channel}-{i}")).collect();
-    let payload = serde_json::to_string(&Message {
-        text: "你好".into(),
-        title: None,
-        url: None,
-    })
-    .unwrap();
+    let payload = serde_json::to_string(&Message::text("你好")).unwrap();
     let jobs: Vec<NewJob<'_>> = keys
         .iter()
         .map(|k| NewJob {

@@ -3,8 +3,8 @@
 
 use std::path::PathBuf;
 
-use super::{CHANNEL_KINDS, FileRules, PLANNED_CHANNEL_KINDS, read_id, unsupported};
-use crate::rules::model::{ChannelAccount, ChannelKind, SecretRef};
+use super::{CHANNEL_KINDS, FileRules, planned_channel_kinds, read_id, unsupported};
+use crate::rules::model::{ChannelAccount, ChannelKind, Limits, SecretRef};
 use crate::rules::problem::{At, Problem};
 use crate::rules::reader::Fields;
 
@@ -21,21 +21,90 @@ pub(super) fn read_channel(
     let kind = match kind.value.as_str() {
         "log" => read_log_channel(&mut fields, problems),
         "webhook" => read_webhook_channel(&mut fields, problems),
+        // -- wecom / wechat
+
+        // -- dingtalk
+
+        // -- feishu / slack
+
+        // -- sms / email
         _ => {
             return problems.push(unsupported(
                 "channel kind",
                 &kind,
-                &CHANNEL_KINDS,
-                &PLANNED_CHANNEL_KINDS,
+                CHANNEL_KINDS,
+                &planned_channel_kinds(),
             ));
         }
     };
+    let limits = kind
+        .as_ref()
+        .map(|kind| read_limits(&mut fields, kind.default_limits(), problems));
+    let batch_size = kind
+        .as_ref()
+        .and_then(|kind| read_batch_size(&mut fields, kind.max_batch(), problems));
     fields.finish(problems);
-    if let (Some(id), Some(kind)) = (id, kind) {
+    if let (Some(id), Some(kind), Some(limits)) = (id, kind, limits) {
         rules.channels.push(At {
-            value: ChannelAccount { id: id.value, kind },
+            value: ChannelAccount {
+                id: id.value,
+                kind,
+                limits,
+                batch_size,
+            },
             pos: id.pos,
         });
+    }
+}
+
+/// `per_minute`, `per_day`, `per_month` and their `recipient_` forms; each replaces the
+/// kind's default, and 0 removes that limit (for accounts with a raised vendor quota).
+fn read_limits(
+    fields: &mut Fields<'_, '_>,
+    defaults: Limits,
+    problems: &mut Vec<Problem>,
+) -> Limits {
+    let mut read = |key: &'static str, default: Option<u32>| -> Option<u32> {
+        let Some(value) = fields.integer(key, problems) else {
+            return default;
+        };
+        match u32::try_from(value.value) {
+            Ok(0) => None,
+            Ok(limit) => Some(limit),
+            Err(_) => {
+                problems.push(Problem::at(
+                    &value.pos,
+                    format!("`{key}` must be between 0 (no limit) and {}", u32::MAX),
+                ));
+                default
+            }
+        }
+    };
+    Limits {
+        per_minute: read("per_minute", defaults.per_minute),
+        per_day: read("per_day", defaults.per_day),
+        per_month: read("per_month", defaults.per_month),
+        recipient_per_minute: read("recipient_per_minute", defaults.recipient_per_minute),
+        recipient_per_day: read("recipient_per_day", defaults.recipient_per_day),
+        recipient_per_month: read("recipient_per_month", defaults.recipient_per_month),
+    }
+}
+
+fn read_batch_size(
+    fields: &mut Fields<'_, '_>,
+    api_cap: usize,
+    problems: &mut Vec<Problem>,
+) -> Option<usize> {
+    let value = fields.integer("batch_size", problems)?;
+    match usize::try_from(value.value) {
+        Ok(size) if (1..=api_cap).contains(&size) => Some(size),
+        _ => {
+            problems.push(Problem::at(
+                &value.pos,
+                format!("`batch_size` must be between 1 and {api_cap}, this API's most recipients per call"),
+            ));
+            None
+        }
     }
 }
 
