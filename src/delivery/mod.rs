@@ -3,12 +3,13 @@
 //! workers that call `channels`. Decides nothing about *what* to send.
 
 pub mod policy;
+pub mod route;
 pub mod store;
 pub mod worker;
 
 pub use policy::Next;
 pub use store::{
-    AttemptRow, ClaimedJob, Completion, Enqueued, JobRow, JobState, NewJob, Outbox, OutboxSummary,
-    Requeue,
+    Accepted, AttemptRow, ClaimedJob, Completion, Enqueued, JobRow, JobState, MessageView, NewJob,
+    NewMessage, NewStep, Outbox, OutboxSummary, Requeue, RouteStep,
 };
 pub use worker::{DeliverySetup, Dispatcher, report_gauges};

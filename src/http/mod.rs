@@ -9,10 +9,13 @@
 pub mod auth;
 pub mod health;
 mod layers;
+pub mod messages;
 pub mod metrics;
 pub mod openapi;
 pub mod outbox;
 
+#[cfg(test)]
+mod messages_tests;
 #[cfg(test)]
 mod outbox_tests;
 #[cfg(test)]

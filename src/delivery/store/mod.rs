@@ -4,6 +4,7 @@
 //! only row locking differs.
 
 mod inspect;
+mod messages;
 mod queue;
 
 use serde::{Deserialize, Serialize};
@@ -11,7 +12,11 @@ use serde::{Deserialize, Serialize};
 use crate::db::Db;
 
 pub use inspect::{AttemptRow, JobRow, OutboxSummary, Requeue};
-pub use queue::{ClaimedJob, Completion, Enqueued, NewJob};
+pub use messages::{
+    Accepted, MessageAttempt, MessageState, MessageStep, MessageView, NewMessage, NewStep,
+    StepState,
+};
+pub use queue::{ClaimedJob, Completion, Enqueued, NewJob, RouteStep};
 
 /// Where a job stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
