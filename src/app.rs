@@ -253,8 +253,38 @@ async fn reload_on_change(state: AppState, dir: PathBuf, cancel: CancellationTok
                     ?cause,
                     "the changed rules have problems; keeping the previous rules:\n{error}"
                 );
+                alert_rejected_reload(&state, &error.to_string()).await;
             }
         }
+    }
+}
+
+/// Tells the ops chat that a reload was refused, once per distinct set of problems.
+async fn alert_rejected_reload(state: &AppState, problems: &str) {
+    let live = state.live();
+    let text = format!(
+        "rules reload rejected, the previous rules stay in force / 规则重载被拒绝，继续使用原规则:\n{}",
+        crate::channels::truncate(problems, 1200)
+    );
+    let raised = crate::delivery::alerts::raise(
+        &Outbox::new(state.db.clone()),
+        &live.rules.delivery,
+        &live.channels,
+        &format!(
+            "reload-rejected:{}",
+            crate::delivery::alerts::digest(problems)
+        ),
+        None,
+        &text,
+        state.clock.now_ms(),
+    )
+    .await;
+    match raised {
+        Ok(crate::delivery::alerts::Raised::Undeliverable(reason)) => {
+            tracing::warn!(%reason, "cannot alert the ops chat about the rejected reload");
+        }
+        Ok(_) => state.delivery_wake.notify_one(),
+        Err(error) => tracing::warn!(%error, "cannot queue the rejected-reload alert"),
     }
 }
 

@@ -2,6 +2,7 @@
 //! sent), leases so a crashed worker's jobs are claimed again, the retry policy, and the
 //! workers that call `channels`. Decides nothing about *what* to send.
 
+pub mod alerts;
 pub mod policy;
 pub mod route;
 pub mod store;
