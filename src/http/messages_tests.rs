@@ -13,8 +13,8 @@ use super::router;
 use super::testing::{Answer, Fixture, fixture, request, rules_with_tokens, send};
 use crate::app::Live;
 use crate::channels::{
-    AddressKind, Audience, Channel, ChannelRegistry, ChannelStatus, ContentError, Message,
-    SendContext, SendResult, Verdict,
+    AddressKind, Audience, Channel, ChannelRegistry, ChannelStatus, ContentError, Message, Receipt,
+    ReceiptError, ReceiptRequest, ReceiptStatus, SendContext, SendResult, Verdict,
 };
 use crate::delivery::{DeliverySetup, Dispatcher, Outbox};
 use crate::rules::{DeliverySettings, Role};
@@ -72,6 +72,32 @@ impl Channel for Scripted {
             .cloned()
             .unwrap_or(Verdict::Delivered);
         SendResult::new(verdict, Some(200), "scripted").with_ref(format!("ref-{}", ctx.job_id))
+    }
+
+    /// Receipts are `{"ref", "status", "key"}` JSON, "signed" by `x-test-signature: ok`.
+    fn receipts(&self, request: &ReceiptRequest<'_>) -> Option<Result<Vec<Receipt>, ReceiptError>> {
+        if request
+            .headers
+            .get("x-test-signature")
+            .is_none_or(|v| v != "ok")
+        {
+            return Some(Err(ReceiptError::Forged("bad signature".into())));
+        }
+        let parsed: Result<Value, _> = serde_json::from_slice(request.body);
+        let Ok(body) = parsed else {
+            return Some(Err(ReceiptError::Malformed("not JSON".into())));
+        };
+        let status = match body["status"].as_str() {
+            Some("delivered") => ReceiptStatus::Delivered,
+            Some("undelivered") => ReceiptStatus::Failed,
+            other => ReceiptStatus::Other(other.unwrap_or_default().to_string()),
+        };
+        Some(Ok(vec![Receipt {
+            event_key: body["key"].as_str().unwrap_or_default().to_string(),
+            provider_ref: body["ref"].as_str().unwrap_or_default().to_string(),
+            status,
+            detail: "30003 unreachable handset".into(),
+        }]))
     }
 }
 
@@ -363,4 +389,56 @@ async fn a_test_message_goes_through_the_outbox_to_the_given_address() {
     )
     .await;
     assert_eq!(none.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn an_undelivered_receipt_moves_the_message_to_its_next_channel_once() {
+    let h = harness().await;
+    let body = json!({
+        "recipient": {"wecom_user": "zhangsan", "phone": "+8613800000000"},
+        "route": ["sms", "im"],
+        "content": {"text": "code 1234"}
+    });
+    let id = post(&h.app, "/api/v1/messages", &[OPERATOR], body)
+        .await
+        .json()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    h.dispatcher.drain_due().await.unwrap();
+    let sent = get(&h.app, &format!("/api/v1/messages/{id}")).await.json();
+    assert_eq!(sent["state"], "delivered");
+    let provider_ref = sent["steps"][0]["attempts"][0]["provider_ref"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    let receipt = json!({"ref": provider_ref, "status": "undelivered", "key": "evt-1"});
+    let forged = post(&h.app, "/receipts/sms", &[], receipt.clone()).await;
+    assert_eq!(forged.status, StatusCode::UNAUTHORIZED);
+    let signed = ("x-test-signature", "ok");
+    for _ in 0..2 {
+        let answer = post(&h.app, "/receipts/sms", &[signed], receipt.clone()).await;
+        assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
+    }
+    let none = post(&h.app, "/receipts/nope", &[signed], receipt).await;
+    assert_eq!(none.status, StatusCode::NOT_FOUND);
+
+    h.dispatcher.drain_due().await.unwrap();
+    let moved = get(&h.app, &format!("/api/v1/messages/{id}")).await.json();
+    assert_eq!(moved["steps"][0]["state"], "failed", "{moved}");
+    assert!(
+        moved["steps"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("30003")
+    );
+    assert_eq!(
+        moved["steps"][0]["receipts"].as_array().unwrap().len(),
+        1,
+        "a retried receipt is one"
+    );
+    assert_eq!(moved["steps"][1]["state"], "delivered");
+    assert_eq!(moved["state"], "delivered");
+    assert_eq!(h.im.calls().len(), 1);
 }

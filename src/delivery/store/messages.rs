@@ -93,6 +93,17 @@ pub struct MessageStep {
     /// Why it failed or was skipped.
     pub reason: Option<String>,
     pub attempts: Vec<MessageAttempt>,
+    /// What the provider reported later (delivered, undelivered, opened, ...).
+    pub receipts: Vec<MessageReceipt>,
+}
+
+/// A delivery receipt for a step's job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct MessageReceipt {
+    /// RFC 3339.
+    pub at: String,
+    pub status: String,
+    pub detail: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
@@ -240,6 +251,14 @@ impl Outbox {
         .bind(id)
         .fetch_all(self.db.reader())
         .await?;
+        let receipts: Vec<(i64, i64, String, Option<String>)> = sqlx::query_as(
+            "SELECT r.job_id, r.received_at, r.status, r.detail \
+             FROM delivery_receipts r JOIN message_steps s ON s.job_id = r.job_id \
+             WHERE s.message_id = $1 ORDER BY r.id",
+        )
+        .bind(id)
+        .fetch_all(self.db.reader())
+        .await?;
         let steps: Vec<MessageStep> = steps
             .into_iter()
             .map(|(step, channel, job_id, skipped, job_state, last_error)| {
@@ -273,12 +292,22 @@ impl Outbox {
                         },
                     )
                     .collect();
+                let receipts = receipts
+                    .iter()
+                    .filter(|receipt| Some(receipt.0) == job_id)
+                    .map(|(_, at, status, detail)| MessageReceipt {
+                        at: rfc3339(*at),
+                        status: status.clone(),
+                        detail: detail.clone(),
+                    })
+                    .collect();
                 MessageStep {
                     step,
                     channel,
                     state,
                     reason,
                     attempts,
+                    receipts,
                 }
             })
             .collect();

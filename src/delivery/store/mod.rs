@@ -6,6 +6,7 @@
 mod inspect;
 mod messages;
 mod queue;
+mod receipts;
 
 use serde::{Deserialize, Serialize};
 
@@ -17,6 +18,7 @@ pub use messages::{
     StepState,
 };
 pub use queue::{ClaimedJob, Completion, Enqueued, NewJob, RouteStep};
+pub use receipts::ReceiptsRecorded;
 
 /// Where a job stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]

@@ -388,15 +388,7 @@ impl Outbox {
         route: &RouteStep,
         now: UnixMillis,
     ) -> Result<bool, sqlx::Error> {
-        let next: Option<(i64, String, String, String)> = sqlx::query_as(
-            "SELECT step, channel, recipient, payload FROM message_steps \
-             WHERE message_id = $1 AND step > $2 AND job_id IS NULL AND recipient IS NOT NULL \
-             ORDER BY step LIMIT 1",
-        )
-        .bind(&route.message_id)
-        .bind(route.step)
-        .fetch_optional(&mut *tx)
-        .await?;
+        let next = Self::next_step(tx, &route.message_id, route.step).await?;
         let Some((step, channel, recipient, payload)) = next else {
             return Ok(false);
         };
@@ -426,6 +418,24 @@ impl Outbox {
         };
         Self::enqueue_step(tx, &job, now, expires_at).await?;
         Ok(true)
+    }
+
+    /// The route's first addressable step after `step` that has no job yet: its number,
+    /// channel, recipient address and payload.
+    pub(super) async fn next_step(
+        tx: &mut AnyConnection,
+        message_id: &str,
+        step: i64,
+    ) -> Result<Option<(i64, String, String, String)>, sqlx::Error> {
+        sqlx::query_as(
+            "SELECT step, channel, recipient, payload FROM message_steps \
+             WHERE message_id = $1 AND step > $2 AND job_id IS NULL AND recipient IS NOT NULL \
+             ORDER BY step LIMIT 1",
+        )
+        .bind(message_id)
+        .bind(step)
+        .fetch_optional(&mut *tx)
+        .await
     }
 
     /// Queues the job of one route step and links the step to it. The job inherits the
