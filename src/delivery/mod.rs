@@ -2,7 +2,9 @@
 //! sent), leases so a crashed worker's jobs are claimed again, the retry policy, and the
 //! workers that call `channels`. Decides nothing about *what* to send.
 
+pub mod breaker;
 pub mod policy;
+pub mod quota;
 pub mod store;
 pub mod worker;
 
