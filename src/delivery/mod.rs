@@ -10,6 +10,9 @@ pub mod route;
 pub mod store;
 pub mod worker;
 
+#[cfg(test)]
+mod governance_tests;
+
 pub use policy::Next;
 pub use store::{
     Accepted, AttemptRow, ClaimedJob, Completion, Enqueued, JobRow, JobState, MessageView, NewJob,

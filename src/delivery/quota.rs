@@ -222,19 +222,23 @@ impl Quotas {
     /// the next slot (GCRA virtual scheduling without burst tolerance). In memory per
     /// process: the database count is the hard cap across instances.
     pub fn pace(&self, channel: &str, limits: &Limits, now: UnixMillis) -> Duration {
-        self.pacers.book(channel, limits.per_minute, 1, now)
+        self.pacers.book(channel, limits.per_minute, 1, now, None)
     }
 
     /// [`Quotas::pace`] for one provider call that carries `sends` recipients: the call
-    /// starts at the next free slot and books `sends` slots.
+    /// starts at the next free slot and books `sends` slots. When that slot is more than
+    /// `max_wait` away nothing is booked (the caller hands the sends back for later, and a
+    /// booking would push every later send further out) and the wait is returned as is.
     pub fn pace_batch(
         &self,
         channel: &str,
         limits: &Limits,
         sends: u32,
         now: UnixMillis,
+        max_wait: Duration,
     ) -> Duration {
-        self.pacers.book(channel, limits.per_minute, sends, now)
+        self.pacers
+            .book(channel, limits.per_minute, sends, now, Some(max_wait))
     }
 }
 
@@ -256,6 +260,7 @@ impl Pacers {
         per_minute: Option<u32>,
         sends: u32,
         now: UnixMillis,
+        max_wait: Option<Duration>,
     ) -> Duration {
         // 0 a minute: `reserve` refuses every send, there is nothing to space out.
         let Some(per_minute) = per_minute.filter(|n| *n > 0) else {
@@ -271,8 +276,11 @@ impl Pacers {
             .entry(channel.to_string())
             .or_insert(i64::MIN);
         let start = (*next).max(now_us);
-        *next = start.saturating_add(interval_us.saturating_mul(i64::from(sends)));
-        Duration::from_micros(u64::try_from(start.saturating_sub(now_us)).unwrap_or(0))
+        let wait = Duration::from_micros(u64::try_from(start.saturating_sub(now_us)).unwrap_or(0));
+        if max_wait.is_none_or(|max| wait <= max) {
+            *next = start.saturating_add(interval_us.saturating_mul(i64::from(sends)));
+        }
+        wait
     }
 }
 

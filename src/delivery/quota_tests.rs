@@ -288,7 +288,7 @@ proptest! {
         let mut starts = Vec::new();
         for (step, sends) in steps {
             now += step;
-            let delay = pacers.book("robot", Some(per_minute), sends, now);
+            let delay = pacers.book("robot", Some(per_minute), sends, now, None);
             let start = now * 1000 + i64::try_from(delay.as_micros()).expect("small delay");
             starts.push(start);
             // A batch's later recipients occupy the slots after its start.
@@ -307,7 +307,7 @@ fn pacing_spreads_sends_over_the_minute() {
     let pacers = Pacers::default();
     let now = 1_700_000_000_000;
     let delays: Vec<Duration> = (0..4)
-        .map(|_| pacers.book("robot", Some(20), 1, now))
+        .map(|_| pacers.book("robot", Some(20), 1, now, None))
         .collect();
     assert_eq!(
         delays,
@@ -316,7 +316,7 @@ fn pacing_spreads_sends_over_the_minute() {
     );
     // Five seconds later the next free slot is 12 s after the first, 7 s from now.
     assert_eq!(
-        pacers.book("robot", Some(20), 1, now + 5_000),
+        pacers.book("robot", Some(20), 1, now + 5_000, None),
         Duration::from_secs(7)
     );
 }
@@ -325,10 +325,10 @@ fn pacing_spreads_sends_over_the_minute() {
 fn an_idle_channel_sends_at_once_and_channels_are_paced_separately() {
     let pacers = Pacers::default();
     let now = 1_700_000_000_000;
-    assert_eq!(pacers.book("robot", Some(20), 1, now), Duration::ZERO);
-    assert_eq!(pacers.book("other", Some(20), 1, now), Duration::ZERO);
+    assert_eq!(pacers.book("robot", Some(20), 1, now, None), Duration::ZERO);
+    assert_eq!(pacers.book("other", Some(20), 1, now, None), Duration::ZERO);
     assert_eq!(
-        pacers.book("robot", Some(20), 1, now + 60_000),
+        pacers.book("robot", Some(20), 1, now + 60_000, None),
         Duration::ZERO
     );
 }
@@ -337,9 +337,9 @@ fn an_idle_channel_sends_at_once_and_channels_are_paced_separately() {
 fn a_batch_books_one_slot_per_recipient() {
     let pacers = Pacers::default();
     let now = 1_700_000_000_000;
-    assert_eq!(pacers.book("app", Some(60), 10, now), Duration::ZERO);
+    assert_eq!(pacers.book("app", Some(60), 10, now, None), Duration::ZERO);
     assert_eq!(
-        pacers.book("app", Some(60), 1, now),
+        pacers.book("app", Some(60), 1, now, None),
         Duration::from_secs(10)
     );
 }
@@ -348,18 +348,47 @@ fn a_batch_books_one_slot_per_recipient() {
 fn unlimited_or_closed_channels_are_not_paced() {
     let pacers = Pacers::default();
     for _ in 0..3 {
-        assert_eq!(pacers.book("log", None, 1, 0), Duration::ZERO);
-        assert_eq!(pacers.book("off", Some(0), 1, 0), Duration::ZERO);
-        assert_eq!(pacers.book("robot", Some(20), 0, 0), Duration::ZERO);
+        assert_eq!(pacers.book("log", None, 1, 0, None), Duration::ZERO);
+        assert_eq!(pacers.book("off", Some(0), 1, 0, None), Duration::ZERO);
+        assert_eq!(pacers.book("robot", Some(20), 0, 0, None), Duration::ZERO);
     }
-    assert_eq!(pacers.book("robot", Some(20), 1, 0), Duration::ZERO);
+    assert_eq!(pacers.book("robot", Some(20), 1, 0, None), Duration::ZERO);
 }
 
 #[test]
 fn uneven_intervals_round_up() {
     let pacers = Pacers::default();
-    let delays: Vec<Duration> = (0..8).map(|_| pacers.book("sms", Some(7), 1, 0)).collect();
+    let delays: Vec<Duration> = (0..8)
+        .map(|_| pacers.book("sms", Some(7), 1, 0, None))
+        .collect();
     // 60 s / 7 = 8.571428.. s, rounded up to the microsecond.
     assert_eq!(delays[1], Duration::from_micros(8_571_429));
     assert!(delays[7] >= Duration::from_secs(60));
+}
+
+#[test]
+fn a_slot_beyond_the_caller_s_patience_is_not_booked() {
+    let pacers = Pacers::default();
+    assert_eq!(
+        pacers.book("sms", Some(2), 1, 0, Some(Duration::from_secs(10))),
+        Duration::ZERO
+    );
+    // The next slot is 30 s away: handed back, not booked, so the one after stays at 30 s.
+    let max = Some(Duration::from_secs(10));
+    assert_eq!(
+        pacers.book("sms", Some(2), 1, 0, max),
+        Duration::from_secs(30)
+    );
+    assert_eq!(
+        pacers.book("sms", Some(2), 1, 0, max),
+        Duration::from_secs(30)
+    );
+    assert_eq!(
+        pacers.book("sms", Some(2), 1, 25_000, max),
+        Duration::from_secs(5)
+    );
+    assert_eq!(
+        pacers.book("sms", Some(2), 1, 25_000, max),
+        Duration::from_secs(35)
+    );
 }
