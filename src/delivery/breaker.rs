@@ -14,6 +14,7 @@ use crate::clock::{UnixMillis, millis};
 /// The gauge [`Breakers::report`] sets: 1 while a channel's circuit is open (or probing).
 pub const CIRCUIT_OPEN_GAUGE: &str = "qunfa_channel_circuit_open";
 
+/// When a channel's circuit opens and for how long; the defaults suit chat vendors.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BreakerSettings {
     /// Consecutive retryable failures that open the circuit.
@@ -53,6 +54,7 @@ pub enum Transition {
     Closed,
 }
 
+/// The state of one channel's circuit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum BreakerState {
@@ -124,6 +126,7 @@ pub struct Breakers {
 }
 
 impl Breakers {
+    /// No circuits yet: every channel starts closed.
     pub fn new() -> Self {
         Self::default()
     }

@@ -17,10 +17,10 @@ use serde::Serialize;
 use sqlx::{AnyConnection, Row};
 
 use crate::clock::UnixMillis;
-use crate::db::Db;
+use crate::db::{Backend, Db};
 use crate::rules::Limits;
 
-/// Counters per multi-row statement: 3 parameters each (4 when adding), well inside
+/// Counters per multi-row statement: 4 parameters each (5 when adding), well inside
 /// SQLite's 32766 and PostgreSQL's 65535 parameters.
 const ROWS_PER_STATEMENT: usize = 1000;
 const MINUTE_MS: i64 = 60_000;
@@ -65,6 +65,7 @@ pub struct Usage {
     pub windows: Vec<WindowUsage>,
 }
 
+/// One window of an account's quota.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct WindowUsage {
     /// `per_minute`, `per_day` or `per_month`.
@@ -111,12 +112,13 @@ impl Quotas {
             return Ok(vec![Grant::Granted; recipients.len()]);
         }
         let windows = Windows::at(now, &self.zone)?;
+        let backend = self.db.backend();
         let mut tx = self.db.writer().begin().await?;
         // Every counter is locked in one global order (account rows, then recipients by
         // address, each by unit), so concurrent reservers on PostgreSQL queue instead of
         // deadlocking.
         let account_keys: Vec<Key<'_>> = account_units.iter().map(|u| ("", *u)).collect();
-        let mut used = lock_counters(&mut tx, channel, &account_keys, &windows).await?;
+        let mut used = lock_counters(&mut tx, backend, channel, &account_keys, &windows).await?;
         if let Some(wait) = first_full(limits, &used, &windows, "") {
             // The common state of a throttled channel: answer without touching (or
             // creating) a counter per recipient.
@@ -134,12 +136,12 @@ impl Quotas {
             .iter()
             .flat_map(|scope| recipient_units.iter().map(move |unit| (*scope, *unit)))
             .collect();
-        used.extend(lock_counters(&mut tx, channel, &recipient_keys, &windows).await?);
+        used.extend(lock_counters(&mut tx, backend, channel, &recipient_keys, &windows).await?);
         let (grants, added) = plan(recipients, limits, &windows, used);
         if added.is_empty() {
             tx.rollback().await?;
         } else {
-            add_counts(&mut tx, channel, &added, &windows).await?;
+            add_counts(&mut tx, backend, channel, &added, &windows).await?;
             tx.commit().await?;
         }
         Ok(grants)
@@ -404,32 +406,23 @@ type Key<'a> = (&'a str, Unit);
 /// transaction's snapshot; on SQLite the single writer serialises reservers anyway.
 async fn lock_counters<'a>(
     conn: &mut AnyConnection,
+    backend: Backend,
     channel: &str,
     keys: &[Key<'a>],
     windows: &Windows,
 ) -> Result<HashMap<Key<'a>, i64>, sqlx::Error> {
     let mut found: Vec<Option<i64>> = vec![None; keys.len()];
     for chunk in keys.chunks(ROWS_PER_STATEMENT) {
-        let mut sql = String::from(
-            "INSERT INTO channel_quota (channel, scope, unit, window_start, used) VALUES ",
-        );
-        for index in 0..chunk.len() {
-            let first = 2 + index * 3;
-            let separator = if index == 0 { "" } else { ", " };
-            let _ = write!(
-                sql,
-                "{separator}($1, ${first}, ${}, ${}, 0)",
-                first + 1,
-                first + 2
-            );
-        }
-        sql.push_str(
-            " ON CONFLICT (channel, scope, unit, window_start) DO UPDATE \
+        let sql = format!(
+            "INSERT INTO channel_quota (channel, scope, unit, window_start, used) VALUES {} \
+             ON CONFLICT (channel, scope, unit, window_start) DO UPDATE \
              SET used = channel_quota.used RETURNING scope, unit, used",
+            values_list(backend, chunk.len(), 4, ", 0")
         );
-        let mut query = sqlx::query(&sql).bind(channel);
+        let mut query = sqlx::query(&sql);
         for (scope, unit) in chunk {
             query = query
+                .bind(channel)
                 .bind(*scope)
                 .bind(unit.as_str())
                 .bind(windows.get(*unit).start);
@@ -448,9 +441,11 @@ async fn lock_counters<'a>(
     keys.iter()
         .zip(found)
         .map(|(key, used)| {
+            // Without the address: error details end up in logs.
             used.map(|used| (*key, used)).ok_or_else(|| {
                 sqlx::Error::Protocol(format!(
-                    "the database returned no quota counter for {key:?}"
+                    "the database returned no quota counter for a {} window",
+                    key.1.as_str()
                 ))
             })
         })
@@ -459,33 +454,23 @@ async fn lock_counters<'a>(
 
 async fn add_counts(
     conn: &mut AnyConnection,
+    backend: Backend,
     channel: &str,
     added: &BTreeMap<Key<'_>, i64>,
     windows: &Windows,
 ) -> Result<(), sqlx::Error> {
     let rows: Vec<_> = added.iter().collect();
     for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-        let mut sql = String::from(
-            "INSERT INTO channel_quota (channel, scope, unit, window_start, used) VALUES ",
-        );
-        for index in 0..chunk.len() {
-            let first = 2 + index * 4;
-            let separator = if index == 0 { "" } else { ", " };
-            let _ = write!(
-                sql,
-                "{separator}($1, ${first}, ${}, ${}, ${})",
-                first + 1,
-                first + 2,
-                first + 3
-            );
-        }
-        sql.push_str(
-            " ON CONFLICT (channel, scope, unit, window_start) DO UPDATE \
+        let sql = format!(
+            "INSERT INTO channel_quota (channel, scope, unit, window_start, used) VALUES {} \
+             ON CONFLICT (channel, scope, unit, window_start) DO UPDATE \
              SET used = channel_quota.used + excluded.used",
+            values_list(backend, chunk.len(), 5, "")
         );
-        let mut query = sqlx::query(&sql).bind(channel);
+        let mut query = sqlx::query(&sql);
         for ((scope, unit), count) in chunk {
             query = query
+                .bind(channel)
                 .bind(*scope)
                 .bind(unit.as_str())
                 .bind(windows.get(*unit).start)
@@ -494,6 +479,32 @@ async fn add_counts(
         query.execute(&mut *conn).await?;
     }
     Ok(())
+}
+
+/// `rows` parenthesised tuples of `params_per_row` placeholders, each followed by `extra`.
+/// SQLite gets anonymous `?`: it resolves each numbered `$N` by a linear search of the
+/// statement's parameter names, which makes binding thousands of them quadratic.
+fn values_list(backend: Backend, rows: usize, params_per_row: usize, extra: &str) -> String {
+    let mut sql = String::with_capacity(rows * (params_per_row * 7 + extra.len() + 4));
+    let mut number = 0;
+    for row in 0..rows {
+        sql.push_str(if row == 0 { "(" } else { ", (" });
+        for param in 0..params_per_row {
+            if param > 0 {
+                sql.push_str(", ");
+            }
+            number += 1;
+            match backend {
+                Backend::Sqlite => sql.push('?'),
+                Backend::Postgres => {
+                    let _ = write!(sql, "${number}");
+                }
+            }
+        }
+        sql.push_str(extra);
+        sql.push(')');
+    }
+    sql
 }
 
 /// The wait for a send that one of `scope`'s full windows blocks, if any: the latest-ending
