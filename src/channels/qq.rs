@@ -55,7 +55,11 @@ mod tests {
     async fn every_message_is_refused_without_a_call() {
         let qq = QqChannel::new("102005678");
         let error = qq.check(&Message::text("hello")).unwrap_err();
-        assert!(error.to_string().contains("reply path only since April 2025"));
+        assert!(
+            error
+                .to_string()
+                .contains("reply path only since April 2025")
+        );
         assert!(error.to_string().contains("another channel"));
         let ctx = SendContext {
             job_id: 1,

@@ -184,12 +184,10 @@ fn build_one(account: &ChannelAccount, ctx: &BuildContext) -> ChannelStatus {
         // Refused for sending whatever the secret: the platform withdrew proactive messages.
         ChannelKind::Qq { app_id, .. } => {
             ChannelStatus::Ready(Arc::new(super::qq::QqChannel::new(app_id)))
-        }
+        } // -- dingtalk
 
-        // -- dingtalk
+          // -- feishu / slack
 
-        // -- feishu / slack
-
-        // -- sms / email
+          // -- sms / email
     }
 }

@@ -94,7 +94,10 @@ impl WechatOaChannel {
 
     /// `force_refresh` is used only when the normal call hands back the very token WeChat
     /// just refused: it invalidates every other holder's token and is limited to 20 a day.
-    async fn fetch_token(&self, force_refresh: bool) -> Result<(SecretString, Duration), SendResult> {
+    async fn fetch_token(
+        &self,
+        force_refresh: bool,
+    ) -> Result<(SecretString, Duration), SendResult> {
         let body = json!({
             "grant_type": "client_credential",
             "appid": self.app_id,
@@ -126,10 +129,16 @@ impl WechatOaChannel {
         }
     }
 
-    async fn post(&self, path: &str, token: &SecretString, body: &Value) -> Result<Answer, SendResult> {
+    async fn post(
+        &self,
+        path: &str,
+        token: &SecretString,
+        body: &Value,
+    ) -> Result<Answer, SendResult> {
         let endpoint = format!("{}{path}", self.base_url);
-        let url = reqwest::Url::parse_with_params(&endpoint, [("access_token", token.expose_secret())])
-            .map_err(|error| {
+        let url =
+            reqwest::Url::parse_with_params(&endpoint, [("access_token", token.expose_secret())])
+                .map_err(|error| {
                 SendResult::new(
                     Verdict::AccountDisabled,
                     None,
@@ -249,7 +258,10 @@ impl WechatOaChannel {
 
     async fn send_mass(&self, batch: &[SendContext<'_>], message: &Message) -> Vec<SendResult> {
         if let Err(error) = require_text(message) {
-            return batch.iter().map(|_| SendResult::unsendable(&error)).collect();
+            return batch
+                .iter()
+                .map(|_| SendResult::unsendable(&error))
+                .collect();
         }
         let mut openids: Vec<&str> = Vec::with_capacity(batch.len());
         for ctx in batch {
@@ -494,14 +506,29 @@ mod tests {
         // 2024-01-01T00:00:45Z = 08:00:45 in China.
         let now = 1_704_067_245_000;
         let code = |errcode: i64| {
-            classify(&answer(json!({"errcode": errcode, "errmsg": "x"})), "msgid", now).verdict
+            classify(
+                &answer(json!({"errcode": errcode, "errmsg": "x"})),
+                "msgid",
+                now,
+            )
+            .verdict
         };
         assert_eq!(code(0), Verdict::Delivered);
         assert_eq!(code(45065), Verdict::Delivered);
         assert_eq!(code(-1), Verdict::Retryable { after: None });
         let until_midnight = Duration::from_secs(16 * 3600 - 45);
-        assert_eq!(code(45009), Verdict::RateLimited { wait: until_midnight });
-        assert_eq!(code(45028), Verdict::RateLimited { wait: until_midnight });
+        assert_eq!(
+            code(45009),
+            Verdict::RateLimited {
+                wait: until_midnight
+            }
+        );
+        assert_eq!(
+            code(45028),
+            Verdict::RateLimited {
+                wait: until_midnight
+            }
+        );
         assert_eq!(
             code(45011),
             Verdict::RateLimited {
@@ -588,7 +615,10 @@ mod tests {
     #[test]
     fn templates_need_an_id_keywords_and_values_that_fit() {
         let oa = channel("http://127.0.0.1:9", SECRET, false);
-        assert!(oa.check(&template_message(&[("thing1", "发货通知")])).is_ok());
+        assert!(
+            oa.check(&template_message(&[("thing1", "发货通知")]))
+                .is_ok()
+        );
         assert!(oa.check(&template_message(&[])).is_err());
         let too_long = oa
             .check(&template_message(&[("thing1", &"字".repeat(21))]))
@@ -597,13 +627,20 @@ mod tests {
             too_long.to_string(),
             "the value of `thing1` is 21 characters; WeChat takes at most 20"
         );
-        assert!(oa.check(&template_message(&[("time2", &"x".repeat(100))])).is_ok());
+        assert!(
+            oa.check(&template_message(&[("time2", &"x".repeat(100))]))
+                .is_ok()
+        );
         assert!(oa.check(&template_message(&[("bad key", "v")])).is_err());
         let no_default = WechatOaChannel {
             default_template: None,
             ..channel("http://127.0.0.1:9", SECRET, false)
         };
-        assert!(no_default.check(&template_message(&[("thing1", "x")])).is_err());
+        assert!(
+            no_default
+                .check(&template_message(&[("thing1", "x")]))
+                .is_err()
+        );
         let named = Message {
             template_id: Some("tpl-2".into()),
             ..template_message(&[("thing1", "x")])
@@ -653,7 +690,10 @@ mod tests {
 
     type Shared = Arc<Mutex<Wechat>>;
 
-    async fn stable_token(State(state): State<Shared>, axum::Json(body): axum::Json<Value>) -> axum::Json<Value> {
+    async fn stable_token(
+        State(state): State<Shared>,
+        axum::Json(body): axum::Json<Value>,
+    ) -> axum::Json<Value> {
         if body["grant_type"] != "client_credential" || body["appid"] != APP_ID {
             return axum::Json(json!({"errcode": 40013, "errmsg": "invalid appid"}));
         }
@@ -679,16 +719,18 @@ mod tests {
     ) -> axum::Json<Value> {
         let mut wechat = state.lock().unwrap();
         if wechat.revoke || query.get("access_token") != wechat.token.as_ref() {
-            return axum::Json(json!({"errcode": 40001, "errmsg": "invalid credential, access_token is invalid or not latest"}));
+            return axum::Json(
+                json!({"errcode": 40001, "errmsg": "invalid credential, access_token is invalid or not latest"}),
+            );
         }
         let path = uri.path().to_string();
         wechat.calls.push((path.clone(), body.clone()));
         if path.ends_with("/template/send") {
             let shaped = body["touser"].is_string()
                 && body["template_id"].is_string()
-                && body["data"].as_object().is_some_and(|data| {
-                    data.values().all(|keyword| keyword["value"].is_string())
-                });
+                && body["data"]
+                    .as_object()
+                    .is_some_and(|data| data.values().all(|keyword| keyword["value"].is_string()));
             if !shaped {
                 return axum::Json(json!({"errcode": 47001, "errmsg": "data format error"}));
             }
@@ -703,10 +745,14 @@ mod tests {
         }
         let clientmsgid = body["clientmsgid"].as_str().unwrap_or_default().to_string();
         if wechat.used_clientmsgids.contains(&clientmsgid) {
-            return axum::Json(json!({"errcode": 45065, "errmsg": "clientmsgid exist", "msg_id": 34182}));
+            return axum::Json(
+                json!({"errcode": 45065, "errmsg": "clientmsgid exist", "msg_id": 34182}),
+            );
         }
         wechat.used_clientmsgids.push(clientmsgid);
-        axum::Json(json!({"errcode": 0, "errmsg": "send job submission success", "msg_id": 34182, "msg_data_id": 206227730}))
+        axum::Json(
+            json!({"errcode": 0, "errmsg": "send job submission success", "msg_id": 34182, "msg_data_id": 206227730}),
+        )
     }
 
     async fn mock_wechat() -> (String, Shared) {
@@ -735,7 +781,8 @@ mod tests {
     async fn a_template_message_reaches_a_follower_and_a_stranger_is_invalid() {
         let (base_url, wechat) = mock_wechat().await;
         let oa = channel(&base_url, SECRET, false);
-        let message = template_message(&[("thing1", "您的订单已发货"), ("time2", "2024-01-01 08:00")]);
+        let message =
+            template_message(&[("thing1", "您的订单已发货"), ("time2", "2024-01-01 08:00")]);
         let delivered = oa.send(&ctx(FOLLOWER, "job-1"), &message).await;
         assert_eq!(delivered.verdict, Verdict::Delivered);
         assert_eq!(delivered.provider_ref.as_deref(), Some("200228332"));
@@ -760,11 +807,17 @@ mod tests {
         let (base_url, wechat) = mock_wechat().await;
         let oa = channel(&base_url, SECRET, false);
         let message = template_message(&[("thing1", "x")]);
-        assert_eq!(oa.send(&ctx(FOLLOWER, "a"), &message).await.verdict, Verdict::Delivered);
+        assert_eq!(
+            oa.send(&ctx(FOLLOWER, "a"), &message).await.verdict,
+            Verdict::Delivered
+        );
         // Another process force-refreshed: our token is dead, and the normal call returns
         // the same dead token, so only a forced refresh helps.
         wechat.lock().unwrap().revoke = true;
-        assert_eq!(oa.send(&ctx(FOLLOWER, "b"), &message).await.verdict, Verdict::Delivered);
+        assert_eq!(
+            oa.send(&ctx(FOLLOWER, "b"), &message).await.verdict,
+            Verdict::Delivered
+        );
         assert_eq!(wechat.lock().unwrap().token_calls, vec![false, false, true]);
     }
 
@@ -775,7 +828,11 @@ mod tests {
             .send(&ctx(FOLLOWER, "a"), &template_message(&[("thing1", "x")]))
             .await;
         assert_eq!(result.verdict, Verdict::AccountDisabled);
-        assert!(result.detail.starts_with("stable_token: "), "{}", result.detail);
+        assert!(
+            result.detail.starts_with("stable_token: "),
+            "{}",
+            result.detail
+        );
         assert!(!result.detail.contains("wrong-secret"));
         assert!(!format!("{:?}", channel(&base_url, SECRET, false)).contains(SECRET));
     }
@@ -784,7 +841,11 @@ mod tests {
     async fn a_mass_send_carries_the_batch_and_a_resend_is_recognised() {
         let (base_url, wechat) = mock_wechat().await;
         let oa = channel(&base_url, SECRET, true);
-        let batch = [ctx(FOLLOWER, "k1"), ctx(STRANGER, "k2"), ctx("not an openid", "k3")];
+        let batch = [
+            ctx(FOLLOWER, "k1"),
+            ctx(STRANGER, "k2"),
+            ctx("not an openid", "k3"),
+        ];
         let message = Message {
             format: Format::Markdown,
             ..Message::text("**Spring** sale")
@@ -793,7 +854,11 @@ mod tests {
         let verdicts: Vec<&Verdict> = first.iter().map(|r| &r.verdict).collect();
         assert_eq!(
             verdicts,
-            [&Verdict::Delivered, &Verdict::Delivered, &Verdict::RecipientInvalid]
+            [
+                &Verdict::Delivered,
+                &Verdict::Delivered,
+                &Verdict::RecipientInvalid
+            ]
         );
         assert_eq!(first[0].provider_ref.as_deref(), Some("34182"));
         // The same batch again (a crash before the result was stored): WeChat says the
@@ -820,7 +885,10 @@ mod tests {
             .send(&ctx(FOLLOWER, "k1"), &Message::text("hi"))
             .await;
         assert_eq!(result.verdict, Verdict::Delivered);
-        assert_eq!(wechat.lock().unwrap().calls[0].1["touser"], json!([FOLLOWER, FOLLOWER]));
+        assert_eq!(
+            wechat.lock().unwrap().calls[0].1["touser"],
+            json!([FOLLOWER, FOLLOWER])
+        );
     }
 
     proptest! {

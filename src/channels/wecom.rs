@@ -56,7 +56,10 @@ pub(super) async fn exchange(
     request: reqwest::RequestBuilder,
     now_ms: i64,
 ) -> Result<Answer, SendResult> {
-    let response = request.send().await.map_err(|error| transport_failure(&error))?;
+    let response = request
+        .send()
+        .await
+        .map_err(|error| transport_failure(&error))?;
     let status = response.status();
     if !status.is_success() {
         let wait = retry_after(response.headers(), now_ms);
@@ -72,7 +75,10 @@ pub(super) async fn exchange(
         SendResult::new(
             Verdict::Retryable { after: None },
             Some(status.as_u16()),
-            format!("the answer was cut off: {}", transport_failure(&error).detail),
+            format!(
+                "the answer was cut off: {}",
+                transport_failure(&error).detail
+            ),
         )
     })?;
     let text = String::from_utf8_lossy(&body);
@@ -307,7 +313,12 @@ mod tests {
 
     #[test]
     fn news_needs_a_url_no_buttons_and_the_article_limits() {
-        let mut link = card("", "Title line\nthe description", Some("https://x.example/n"), &[]);
+        let mut link = card(
+            "",
+            "Title line\nthe description",
+            Some("https://x.example/n"),
+            &[],
+        );
         link.format = Format::Link;
         assert_eq!(
             news_card(&link),

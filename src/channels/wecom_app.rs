@@ -18,8 +18,8 @@ use serde_json::{Value, json};
 use super::http::client;
 use super::render::{ContentError, fit_bytes, markdown, plain_text, require_text};
 use super::wecom::{
-    ARTICLE_DESCRIPTION_BYTES, ARTICLE_TITLE_BYTES, Answer, exchange, news_card,
-    text_notice_card, title_and_body, unexpected, until_next_minute,
+    ARTICLE_DESCRIPTION_BYTES, ARTICLE_TITLE_BYTES, Answer, exchange, news_card, text_notice_card,
+    title_and_body, unexpected, until_next_minute,
 };
 use super::{
     AddressKind, Audience, Channel, Format, Message, SendContext, SendResult, TokenCache, Verdict,
@@ -404,7 +404,12 @@ impl Channel for WecomAppChannel {
     async fn send_batch(&self, batch: &[SendContext<'_>], message: &Message) -> Vec<SendResult> {
         let (msgtype, payload) = match render(message) {
             Ok(rendered) => rendered,
-            Err(error) => return batch.iter().map(|_| SendResult::unsendable(&error)).collect(),
+            Err(error) => {
+                return batch
+                    .iter()
+                    .map(|_| SendResult::unsendable(&error))
+                    .collect();
+            }
         };
         let mut touser: Vec<&str> = Vec::with_capacity(batch.len());
         for ctx in batch {
@@ -418,7 +423,10 @@ impl Channel for WecomAppChannel {
             Some(CallOutcome::All(SendResult::new(
                 Verdict::ContentBlocked,
                 None,
-                format!("{} recipients in one call; WeCom takes at most {MAX_RECIPIENTS}", touser.len()),
+                format!(
+                    "{} recipients in one call; WeCom takes at most {MAX_RECIPIENTS}",
+                    touser.len()
+                ),
             )))
         } else {
             let body = self.body(&touser, msgtype, payload);
@@ -498,7 +506,9 @@ mod tests {
         );
         assert_eq!(code(81013), Verdict::RecipientInvalid);
         assert_eq!(code(82001), Verdict::RecipientInvalid);
-        for disabled in [40001, 40014, 42001, 40056, 41011, 48002, 50003, 60020, 301002] {
+        for disabled in [
+            40001, 40014, 42001, 40056, 41011, 48002, 50003, 60020, 301002,
+        ] {
             assert_eq!(code(disabled), Verdict::AccountDisabled, "{disabled}");
         }
         for refused in [45002, 40058, 44004, 41016, 41033, 45008, 40094, 99999] {
@@ -604,7 +614,10 @@ mod tests {
             }),
             Ok("markdown")
         );
-        assert_eq!(kind(&card(Format::Card, "due", vec![])), Ok("template_card"));
+        assert_eq!(
+            kind(&card(Format::Card, "due", vec![])),
+            Ok("template_card")
+        );
         assert_eq!(kind(&card(Format::Link, "due", vec![])), Ok("news"));
         // Too long for a template card, one short button: a textcard.
         let long = "字".repeat(150);
@@ -626,7 +639,9 @@ mod tests {
     fn limits_are_bytes_and_errors_not_truncation() {
         assert!(render(&Message::text("群".repeat(682))).is_ok());
         assert_eq!(
-            render(&Message::text("群".repeat(683))).unwrap_err().to_string(),
+            render(&Message::text("群".repeat(683)))
+                .unwrap_err()
+                .to_string(),
             "the text is 2049 bytes; at most 2048 fit"
         );
         assert!(render(&Message::text("")).is_err());
@@ -661,9 +676,7 @@ mod tests {
         wecom.tokens_issued += 1;
         let token = format!("token-{}", wecom.tokens_issued);
         wecom.valid_token = Some(token.clone());
-        axum::Json(
-            json!({"errcode": 0, "errmsg": "ok", "access_token": token, "expires_in": 7200}),
-        )
+        axum::Json(json!({"errcode": 0, "errmsg": "ok", "access_token": token, "expires_in": 7200}))
     }
 
     async fn message_send(
@@ -796,8 +809,14 @@ mod tests {
         let keys = keys(1);
         let batch = contexts(&["zhangsan"], &keys);
         let message = Message::text("hi");
-        assert_eq!(app.send(&batch[0], &message).await.verdict, Verdict::Delivered);
-        assert_eq!(app.send(&batch[0], &message).await.verdict, Verdict::Delivered);
+        assert_eq!(
+            app.send(&batch[0], &message).await.verdict,
+            Verdict::Delivered
+        );
+        assert_eq!(
+            app.send(&batch[0], &message).await.verdict,
+            Verdict::Delivered
+        );
         assert_eq!(wecom.lock().unwrap().tokens_issued, 1);
 
         wecom.lock().unwrap().expire_next = 1;
@@ -809,7 +828,11 @@ mod tests {
         wecom.lock().unwrap().expire_next = 2;
         let refused = app.send(&batch[0], &message).await;
         assert_eq!(refused.verdict, Verdict::AccountDisabled);
-        assert!(refused.detail.contains("freshly fetched"), "{}", refused.detail);
+        assert!(
+            refused.detail.contains("freshly fetched"),
+            "{}",
+            refused.detail
+        );
         assert_eq!(wecom.lock().unwrap().tokens_issued, 3);
     }
 
@@ -836,9 +859,15 @@ mod tests {
         let results = app(&base_url, SECRET)
             .send_batch(&batch, &Message::text("hi"))
             .await;
-        assert!(results.iter().all(|r| r.verdict == Verdict::RecipientInvalid));
+        assert!(
+            results
+                .iter()
+                .all(|r| r.verdict == Verdict::RecipientInvalid)
+        );
 
-        let wrong = app(&base_url, "wrong-secret").send(&batch[0], &Message::text("hi")).await;
+        let wrong = app(&base_url, "wrong-secret")
+            .send(&batch[0], &Message::text("hi"))
+            .await;
         assert_eq!(wrong.verdict, Verdict::AccountDisabled);
         assert!(wrong.detail.starts_with("gettoken: "), "{}", wrong.detail);
         assert!(!wrong.detail.contains("wrong-secret"));

@@ -214,10 +214,7 @@ impl Channel for WecomRobotChannel {
             Err(error) => return SendResult::unsendable(&error),
         };
         let now_ms = self.clock.now_ms();
-        let request = self
-            .client
-            .post(self.send_url.expose_secret())
-            .json(&body);
+        let request = self.client.post(self.send_url.expose_secret()).json(&body);
         match exchange(request, now_ms).await {
             Ok(answer) => classify(&answer, now_ms),
             Err(failure) => failure,
@@ -373,9 +370,9 @@ mod tests {
                 "title": "Report", "description": "Weekly numbers", "url": "https://x.example/r"
             }]}})
         );
-        // A card too long for text_notice is sent as news, with everything in it.
+        // A card too long for text_notice (450 bytes of text) is sent as news, whole.
         let long_card = Message {
-            text: "字".repeat(200),
+            text: "字".repeat(150),
             buttons: vec![],
             ..card.clone()
         };
@@ -388,13 +385,28 @@ mod tests {
     #[test]
     fn limits_are_checked_in_bytes_and_never_cut() {
         let robot = robot("http://127.0.0.1:9");
-        assert!(robot.check(&message(Format::Text, &"群".repeat(682))).is_ok());
+        assert!(
+            robot
+                .check(&message(Format::Text, &"群".repeat(682)))
+                .is_ok()
+        );
         let error = robot
             .check(&message(Format::Text, &"群".repeat(683)))
             .unwrap_err();
-        assert_eq!(error.to_string(), "the text is 2049 bytes; at most 2048 fit");
-        assert!(robot.check(&message(Format::Markdown, &"群".repeat(1365))).is_ok());
-        assert!(robot.check(&message(Format::Markdown, &"群".repeat(1366))).is_err());
+        assert_eq!(
+            error.to_string(),
+            "the text is 2049 bytes; at most 2048 fit"
+        );
+        assert!(
+            robot
+                .check(&message(Format::Markdown, &"群".repeat(1365)))
+                .is_ok()
+        );
+        assert!(
+            robot
+                .check(&message(Format::Markdown, &"群".repeat(1366)))
+                .is_err()
+        );
         assert!(robot.check(&message(Format::Text, " ")).is_err());
     }
 
@@ -441,7 +453,9 @@ mod tests {
                      Query(query): Query<std::collections::HashMap<String, String>>,
                      body: axum::body::Bytes| async move {
                         if query.get("key").map(String::as_str) != Some(KEY) {
-                            return axum::Json(json!({"errcode": 93000, "errmsg": "invalid webhook url"}));
+                            return axum::Json(
+                                json!({"errcode": 93000, "errmsg": "invalid webhook url"}),
+                            );
                         }
                         let Ok(body) = serde_json::from_slice::<Value>(&body) else {
                             return axum::Json(json!({"errcode": 40035, "errmsg": "invalid json"}));
@@ -454,7 +468,9 @@ mod tests {
                             _ => false,
                         };
                         if !well_formed {
-                            return axum::Json(json!({"errcode": 40008, "errmsg": "invalid message type"}));
+                            return axum::Json(
+                                json!({"errcode": 40008, "errmsg": "invalid message type"}),
+                            );
                         }
                         seen.lock().unwrap().push(body);
                         let mut answers = answers.lock().unwrap();

@@ -375,7 +375,6 @@ pub enum ChannelKind {
         app_secret: SecretRef,
         base_url: String,
     },
-
     // -- dingtalk
 
     // -- feishu / slack
@@ -393,7 +392,6 @@ impl ChannelKind {
             ChannelKind::WecomApp { .. } => "wecom_app",
             ChannelKind::WechatOa { .. } => "wechat_oa",
             ChannelKind::Qq { .. } => "qq",
-
             // -- dingtalk
 
             // -- feishu / slack
@@ -432,7 +430,6 @@ impl ChannelKind {
                 ..Limits::default()
             },
             ChannelKind::Qq { .. } => Limits::default(),
-
             // -- dingtalk
 
             // -- feishu / slack
@@ -452,7 +449,6 @@ impl ChannelKind {
                 mass_send: true, ..
             } => 10_000,
             ChannelKind::WechatOa { .. } => 1,
-
             // -- dingtalk
 
             // -- feishu / slack

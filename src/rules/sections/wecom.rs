@@ -287,8 +287,12 @@ mod tests {
         );
         assert_eq!(interval(&format!("{app}duplicate_check = false\n")), None);
         assert!(problem(&format!("{app}duplicate_check = \"5h\"\n")).contains("between 1s and 4h"));
-        assert!(problem(&format!("{app}duplicate_check = 30\n")).contains("false to switch it off"));
-        assert!(problem(&app.replace("agent_id = 1", "agent_id = \"x\"")).contains("positive number"));
+        assert!(
+            problem(&format!("{app}duplicate_check = 30\n")).contains("false to switch it off")
+        );
+        assert!(
+            problem(&app.replace("agent_id = 1", "agent_id = \"x\"")).contains("positive number")
+        );
         assert!(problem(&app.replace("agent_id = 1\n", "")).contains("`agent_id`"));
     }
 
@@ -344,7 +348,10 @@ mod tests {
     #[test]
     fn unknown_keys_and_missing_fields_are_reported() {
         let text = problem("[[channel]]\nid = \"ops\"\nkind = \"wecom_robot\"\nkey = \"abc\"\n");
-        assert!(text.contains("missing the required key `key_env`"), "{text}");
+        assert!(
+            text.contains("missing the required key `key_env`"),
+            "{text}"
+        );
         assert!(text.contains("unknown key `key`"), "{text}");
     }
 }
