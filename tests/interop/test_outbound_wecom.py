@@ -180,7 +180,7 @@ ENV = {
 }
 
 
-def test_message(server, channel: str, to: str, text: str):
+def queue_test_message(server, channel: str, to: str, text: str):
     return http(
         "POST",
         f"{server.url}/api/v1/channels/{channel}/test-messages",
@@ -189,26 +189,40 @@ def test_message(server, channel: str, to: str, text: str):
     )
 
 
+def delivered_attempt(server, timeout: float = 15.0) -> tuple:
+    """(provider_ref, detail) of the first delivered attempt, once the outbox recorded it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        rows = server.rows("SELECT provider_ref, detail FROM delivery_attempts WHERE outcome = 'delivered'")
+        if rows:
+            return rows[0]
+        time.sleep(0.05)
+    pytest.fail(f"no delivered attempt: {server.rows('SELECT outcome, detail FROM delivery_attempts')}")
+
+
 def test_robot_posts_with_its_key_and_mentions_the_recipient(qunfa, tencent):
     server = qunfa(rules(tencent.url), ENV)
-    sent = test_message(server, "ops-robot", "zhangsan", "部署完成")
+    sent = queue_test_message(server, "ops-robot", "zhangsan", "部署完成")
     assert sent.status == 202, sent.text
     (body,) = tencent.wait_for("/cgi-bin/webhook/send")
     assert body == {"msgtype": "text", "text": {"content": "部署完成", "mentioned_list": ["zhangsan"]}}
-    assert ROBOT_KEY not in server.log()
+    _, detail = delivered_attempt(server)
+    assert ROBOT_KEY not in server.log() and ROBOT_KEY not in detail
 
 
 def test_app_message_matches_wechatpy_and_survives_a_token_expiry(qunfa, tencent):
     # The reference: wechatpy fetches its own token from the stand-in and sends the same text.
     sdk = WeComClient(CORP_ID, APP_SECRET)
     sdk.API_BASE_URL = f"{tencent.url}/cgi-bin/"
+    # wechatpy hard-codes the token host; its own fetch-and-check runs against the stand-in.
+    sdk._fetch_access_token(f"{tencent.url}/cgi-bin/gettoken", {"corpid": CORP_ID, "corpsecret": APP_SECRET})
     sdk.message.send_text(AGENT_ID, ["zhangsan"], "会议改到三点")
     reference = tencent.wait_for("/cgi-bin/message/send")[0]
 
     server = qunfa(rules(tencent.url), ENV)
     tencent.expire_next_send = 1
     tokens_before = tencent.wecom_tokens
-    sent = test_message(server, "wecom-app", "zhangsan", "会议改到三点")
+    sent = queue_test_message(server, "wecom-app", "zhangsan", "会议改到三点")
     assert sent.status == 202, sent.text
     ours = tencent.wait_for("/cgi-bin/message/send", count=3)[-1]
     shared = {"touser", "msgtype", "agentid", "text"}
@@ -216,17 +230,23 @@ def test_app_message_matches_wechatpy_and_survives_a_token_expiry(qunfa, tencent
     assert ours["enable_duplicate_check"] == 1 and ours["duplicate_check_interval"] == 1800
     # One token for the refused send, one more after the 42001, and the call retried once.
     assert tencent.wecom_tokens - tokens_before == 2
+    provider_ref, _ = delivered_attempt(server)
+    assert provider_ref and provider_ref.startswith("msg-")
     assert APP_SECRET not in server.log()
 
 
 def test_mass_send_matches_wechatpy_with_a_clientmsgid(qunfa, tencent):
     sdk = WeChatClient(OA_APP_ID, OA_SECRET)
     sdk.API_BASE_URL = f"{tencent.url}/cgi-bin/"
+    sdk._fetch_access_token(
+        f"{tencent.url}/cgi-bin/token",
+        {"grant_type": "client_credential", "appid": OA_APP_ID, "secret": OA_SECRET},
+    )
     sdk.message.send_mass_text(FOLLOWERS, "春季特卖", client_msg_id="reference")
     reference = tencent.wait_for("/cgi-bin/message/mass/send")[0]
 
     server = qunfa(rules(tencent.url), ENV)
-    sent = test_message(server, "wechat-mass", FOLLOWERS[0], "春季特卖")
+    sent = queue_test_message(server, "wechat-mass", FOLLOWERS[0], "春季特卖")
     assert sent.status == 202, sent.text
     ours = tencent.wait_for("/cgi-bin/message/mass/send", count=2)[-1]
     assert ours["msgtype"] == reference["msgtype"] == "text"
@@ -234,11 +254,13 @@ def test_mass_send_matches_wechatpy_with_a_clientmsgid(qunfa, tencent):
     assert isinstance(ours["touser"], list) and FOLLOWERS[0] in ours["touser"]
     assert len(ours["clientmsgid"]) == 64
     assert [b for b in tencent.bodies("/cgi-bin/stable_token") if b["appid"] == OA_APP_ID]
+    provider_ref, _ = delivered_attempt(server)
+    assert provider_ref == "34182"
     assert OA_SECRET not in server.log()
 
 
 def test_qq_is_refused_as_a_reply_path_only(qunfa, tencent):
     server = qunfa(rules(tencent.url), ENV)
-    refused = test_message(server, "qq", "openid", "hello")
+    refused = queue_test_message(server, "qq", "openid", "hello")
     assert refused.status == 422, refused.text
     assert "reply path only" in refused.text
