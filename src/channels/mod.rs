@@ -11,6 +11,11 @@ mod tokens;
 mod webhook;
 // Provider adapters, one file each (kept in this order so parallel additions do not collide).
 // -- wecom / wechat
+mod qq;
+mod wechat_oa;
+mod wecom;
+mod wecom_app;
+mod wecom_robot;
 // -- dingtalk
 // -- feishu / slack
 // -- sms / email

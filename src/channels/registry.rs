@@ -144,9 +144,56 @@ fn build_one(account: &ChannelAccount, ctx: &BuildContext) -> ChannelStatus {
                 WebhookChannel::new(url, &value, ctx.timeout, ctx.clock.clone())
                     .map_err(|error| format!("environment variable `{}`: {error}", secret.env))
             }))
-        } // -- wecom / wechat
-
-          // -- dingtalk
+        }
+        // -- wecom / wechat
+        ChannelKind::WecomRobot { key, base_url } => {
+            BuildContext::status(key.resolve().and_then(|key| {
+                super::wecom_robot::WecomRobotChannel::new(
+                    base_url,
+                    &key,
+                    ctx.timeout,
+                    ctx.clock.clone(),
+                )
+            }))
+        }
+        ChannelKind::WecomApp {
+            corp_id,
+            agent_id,
+            secret,
+            base_url,
+            duplicate_check,
+        } => BuildContext::status(secret.resolve().map(|secret| {
+            super::wecom_app::WecomAppChannel::new(
+                base_url,
+                corp_id,
+                *agent_id,
+                secret,
+                *duplicate_check,
+                ctx.timeout,
+                ctx.clock.clone(),
+            )
+        })),
+        ChannelKind::WechatOa {
+            app_id,
+            app_secret,
+            template_id,
+            mass_send,
+            base_url,
+        } => BuildContext::status(app_secret.resolve().map(|secret| {
+            super::wechat_oa::WechatOaChannel::new(
+                base_url,
+                app_id,
+                secret,
+                template_id.clone(),
+                *mass_send,
+                ctx.timeout,
+                ctx.clock.clone(),
+            )
+        })),
+        // Refused for sending whatever the secret: the platform withdrew proactive messages.
+        ChannelKind::Qq { app_id, .. } => {
+            ChannelStatus::Ready(Arc::new(super::qq::QqChannel::new(app_id)))
+        } // -- dingtalk
 
           // -- feishu / slack
 

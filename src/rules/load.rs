@@ -50,6 +50,16 @@ pub fn secret_warnings(rules: &Rules) -> Vec<String> {
                 .err()
                 .map(|reason| format!("channel `{}` is disabled: {reason}", channel.id)),
             ChannelKind::Log { .. } => None,
+            ChannelKind::WecomRobot { key: secret, .. }
+            | ChannelKind::WecomApp { secret, .. }
+            | ChannelKind::WechatOa {
+                app_secret: secret, ..
+            } => secret
+                .resolve()
+                .err()
+                .map(|reason| format!("channel `{}` is disabled: {reason}", channel.id)),
+            // The QQ channel never sends, so it needs no secret to be "ready".
+            ChannelKind::Qq { .. } => None,
         });
     let inbound = disabled_inbound(rules)
         .into_iter()

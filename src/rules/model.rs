@@ -388,7 +388,35 @@ pub enum ChannelKind {
     /// POSTs each message to `url`, signed per Standard Webhooks with the `whsec_` secret.
     Webhook { url: String, secret: SecretRef },
     // -- wecom / wechat
-
+    /// WeCom group robot: POSTs to the robot's webhook, whose `key=` is the credential.
+    WecomRobot { key: SecretRef, base_url: String },
+    /// WeCom self-built app: messages to members by userid, up to 1000 per call.
+    WecomApp {
+        corp_id: String,
+        agent_id: i64,
+        secret: SecretRef,
+        base_url: String,
+        /// How long WeCom drops an identical request (`enable_duplicate_check`), so a
+        /// resend after a crash is not delivered twice; `None` switches the check off.
+        duplicate_check: Option<Duration>,
+    },
+    /// WeChat Official Account: a template message per follower, or (`mass_send`) one mass
+    /// send per batch of up to 10 000 openids.
+    WechatOa {
+        app_id: String,
+        app_secret: SecretRef,
+        /// The template of messages that name none.
+        template_id: Option<String>,
+        mass_send: bool,
+        base_url: String,
+    },
+    /// QQ bot: read so existing configs load, refused for sending (the platform withdrew
+    /// proactive messages in April 2025).
+    Qq {
+        app_id: String,
+        app_secret: SecretRef,
+        base_url: String,
+    },
     // -- dingtalk
 
     // -- feishu / slack
@@ -402,7 +430,10 @@ impl ChannelKind {
             ChannelKind::Log { .. } => "log",
             ChannelKind::Webhook { .. } => "webhook",
             // -- wecom / wechat
-
+            ChannelKind::WecomRobot { .. } => "wecom_robot",
+            ChannelKind::WecomApp { .. } => "wecom_app",
+            ChannelKind::WechatOa { .. } => "wechat_oa",
+            ChannelKind::Qq { .. } => "qq",
             // -- dingtalk
 
             // -- feishu / slack
@@ -416,7 +447,31 @@ impl ChannelKind {
         match self {
             ChannelKind::Log { .. } | ChannelKind::Webhook { .. } => Limits::default(),
             // -- wecom / wechat
-
+            // 20 messages a minute per robot; the 21st is refused with 45009.
+            ChannelKind::WecomRobot { .. } => Limits {
+                per_minute: Some(20),
+                ..Limits::default()
+            },
+            // WeCom silently drops app messages beyond 30 a minute to one member. The daily
+            // quota (licensed seats x 200 recipient-sends) differs per corp, so it is left
+            // to `per_day` in the rules.
+            ChannelKind::WecomApp { .. } => Limits {
+                recipient_per_minute: Some(30),
+                ..Limits::default()
+            },
+            // A service account reaches each follower with 4 mass sends a natural month.
+            ChannelKind::WechatOa {
+                mass_send: true, ..
+            } => Limits {
+                recipient_per_month: Some(4),
+                ..Limits::default()
+            },
+            // 100 000 template messages a day is the default quota of an account.
+            ChannelKind::WechatOa { .. } => Limits {
+                per_day: Some(100_000),
+                ..Limits::default()
+            },
+            ChannelKind::Qq { .. } => Limits::default(),
             // -- dingtalk
 
             // -- feishu / slack
@@ -430,7 +485,12 @@ impl ChannelKind {
         match self {
             ChannelKind::Log { .. } | ChannelKind::Webhook { .. } => 1,
             // -- wecom / wechat
-
+            ChannelKind::WecomRobot { .. } | ChannelKind::Qq { .. } => 1,
+            ChannelKind::WecomApp { .. } => 1000,
+            ChannelKind::WechatOa {
+                mass_send: true, ..
+            } => 10_000,
+            ChannelKind::WechatOa { .. } => 1,
             // -- dingtalk
 
             // -- feishu / slack

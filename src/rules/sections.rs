@@ -11,6 +11,7 @@ use super::reader::{Fields, closest, tables_of};
 
 mod accounts;
 // -- wecom / wechat
+mod wecom;
 // -- dingtalk
 // -- feishu / slack
 // -- sms / email
@@ -37,6 +38,10 @@ pub(super) const CHANNEL_KINDS: &[&str] = &[
     "log",
     "webhook",
     // -- wecom / wechat
+    "wecom_robot",
+    "wecom_app",
+    "wechat_oa",
+    "qq",
     // -- dingtalk
     // -- feishu / slack
     // -- sms / email

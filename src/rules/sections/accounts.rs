@@ -22,6 +22,10 @@ pub(super) fn read_channel(
         "log" => read_log_channel(&mut fields, problems),
         "webhook" => read_webhook_channel(&mut fields, problems),
         // -- wecom / wechat
+        "wecom_robot" => super::wecom::read_wecom_robot(&mut fields, problems),
+        "wecom_app" => super::wecom::read_wecom_app(&mut fields, problems),
+        "wechat_oa" => super::wecom::read_wechat_oa(&mut fields, problems),
+        "qq" => super::wecom::read_qq(&mut fields, problems),
 
         // -- dingtalk
 

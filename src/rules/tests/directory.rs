@@ -225,7 +225,8 @@ fn the_readme_examples_are_valid_rules() {
         "every section has an example"
     );
     let rules = loads(&[("examples.toml", &examples)]);
-    assert_eq!(rules.channels.len(), 2);
+    // log, webhook; wecom_robot, wecom_app, wechat_oa.
+    assert_eq!(rules.channels.len(), 5);
     assert_eq!(rules.api_tokens.len(), 1);
     assert_eq!(rules.command("h").map(|c| c.name.as_str()), Some("help"));
 }
