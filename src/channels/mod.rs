@@ -12,6 +12,11 @@ mod webhook;
 // Provider adapters, one file each (kept in this order so parallel additions do not collide).
 // -- wecom / wechat
 // -- dingtalk
+mod dingtalk;
+mod dingtalk_app;
+mod dingtalk_robot;
+pub use dingtalk_app::DingtalkAppChannel;
+pub use dingtalk_robot::DingtalkRobotChannel;
 // -- feishu / slack
 // -- sms / email
 

@@ -139,7 +139,31 @@ fn build_one(account: &ChannelAccount, ctx: &BuildContext) -> ChannelStatus {
         // -- wecom / wechat
 
         // -- dingtalk
-
+        ChannelKind::DingtalkRobot {
+            access_token,
+            secret,
+            keywords,
+            base_url,
+        } => BuildContext::status(super::DingtalkRobotChannel::from_rules(
+            access_token,
+            secret.as_ref(),
+            keywords,
+            base_url.as_deref(),
+            ctx.timeout,
+            ctx.clock.clone(),
+        )),
+        ChannelKind::DingtalkApp {
+            app_key,
+            app_secret,
+            target,
+            base_url,
+        } => BuildContext::status(super::DingtalkAppChannel::from_rules(
+            app_key,
+            app_secret,
+            target,
+            base_url.as_deref(),
+            ctx,
+        )),
         // -- feishu / slack
 
         // -- sms / email

@@ -12,6 +12,7 @@ use super::reader::{Fields, closest, tables_of};
 mod accounts;
 // -- wecom / wechat
 // -- dingtalk
+mod dingtalk;
 // -- feishu / slack
 // -- sms / email
 mod delivery;
@@ -38,6 +39,8 @@ pub(super) const CHANNEL_KINDS: &[&str] = &[
     "webhook",
     // -- wecom / wechat
     // -- dingtalk
+    "dingtalk_robot",
+    "dingtalk_app",
     // -- feishu / slack
     // -- sms / email
 ];

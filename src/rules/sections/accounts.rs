@@ -24,6 +24,8 @@ pub(super) fn read_channel(
         // -- wecom / wechat
 
         // -- dingtalk
+        "dingtalk_robot" => super::dingtalk::read_robot(&mut fields, problems),
+        "dingtalk_app" => super::dingtalk::read_app(&mut fields, problems),
 
         // -- feishu / slack
 
