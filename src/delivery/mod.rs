@@ -3,7 +3,9 @@
 //! workers that call `channels`. Decides nothing about *what* to send.
 
 pub mod alerts;
+pub mod breaker;
 pub mod policy;
+pub mod quota;
 pub mod route;
 pub mod store;
 pub mod worker;
