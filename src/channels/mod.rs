@@ -17,6 +17,11 @@ mod wecom;
 mod wecom_app;
 mod wecom_robot;
 // -- dingtalk
+mod dingtalk;
+mod dingtalk_app;
+mod dingtalk_robot;
+pub use dingtalk_app::DingtalkAppChannel;
+pub use dingtalk_robot::DingtalkRobotChannel;
 // -- feishu / slack
 // -- sms / email
 

@@ -193,10 +193,35 @@ fn build_one(account: &ChannelAccount, ctx: &BuildContext) -> ChannelStatus {
         // Refused for sending whatever the secret: the platform withdrew proactive messages.
         ChannelKind::Qq { app_id, .. } => {
             ChannelStatus::Ready(Arc::new(super::qq::QqChannel::new(app_id)))
-        } // -- dingtalk
+        }
+        // -- dingtalk
+        ChannelKind::DingtalkRobot {
+            access_token,
+            secret,
+            keywords,
+            base_url,
+        } => BuildContext::status(super::DingtalkRobotChannel::from_rules(
+            access_token,
+            secret.as_ref(),
+            keywords,
+            base_url.as_deref(),
+            ctx.timeout,
+            ctx.clock.clone(),
+        )),
+        ChannelKind::DingtalkApp {
+            app_key,
+            app_secret,
+            target,
+            base_url,
+        } => BuildContext::status(super::DingtalkAppChannel::from_rules(
+            app_key,
+            app_secret,
+            target,
+            base_url.as_deref(),
+            ctx,
+        )),
+        // -- feishu / slack
 
-          // -- feishu / slack
-
-          // -- sms / email
+        // -- sms / email
     }
 }

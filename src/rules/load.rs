@@ -60,11 +60,32 @@ pub fn secret_warnings(rules: &Rules) -> Vec<String> {
                 .map(|reason| format!("channel `{}` is disabled: {reason}", channel.id)),
             // The QQ channel never sends, so it needs no secret to be "ready".
             ChannelKind::Qq { .. } => None,
+            // -- dingtalk
+            ChannelKind::DingtalkRobot {
+                access_token,
+                secret,
+                ..
+            } => missing_secrets(&channel.id, std::iter::once(access_token).chain(secret)),
+            ChannelKind::DingtalkApp { app_secret, .. } => {
+                missing_secrets(&channel.id, [app_secret])
+            }
         });
     let inbound = disabled_inbound(rules)
         .into_iter()
         .map(|(id, reason)| format!("inbound account `{id}` is disabled: {reason}"));
     channels.chain(inbound).collect()
+}
+
+/// The warning for a channel some of whose secret variables do not resolve.
+fn missing_secrets<'a>(
+    id: &str,
+    secrets: impl IntoIterator<Item = &'a crate::rules::SecretRef>,
+) -> Option<String> {
+    let missing: Vec<String> = secrets
+        .into_iter()
+        .filter_map(|secret| secret.resolve().err())
+        .collect();
+    (!missing.is_empty()).then(|| format!("channel `{id}` is disabled: {}", missing.join("; ")))
 }
 
 /// The inbound accounts that cannot take callbacks because a secret variable is missing

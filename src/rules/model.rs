@@ -381,6 +381,15 @@ impl Limits {
     }
 }
 
+/// Where a `dingtalk_app` channel delivers: exactly one of `agent_id` / `robot_code`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DingtalkAppTarget {
+    /// Work notifications (工作通知) from the app with this agent id.
+    WorkNotification { agent_id: i64 },
+    /// 1:1 chats with the app's robot.
+    Robot { robot_code: String },
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum ChannelKind {
     /// Appends each message as a JSON line to `path`.
@@ -418,7 +427,24 @@ pub enum ChannelKind {
         base_url: String,
     },
     // -- dingtalk
-
+    /// DingTalk custom group robot: `access_token` from the webhook URL, the `SEC…` signing
+    /// secret when the robot signs, and the robot's security keywords (one must appear in
+    /// every message). `base_url` `None` is `https://oapi.dingtalk.com`.
+    DingtalkRobot {
+        access_token: SecretRef,
+        secret: Option<SecretRef>,
+        keywords: Vec<String>,
+        base_url: Option<String>,
+    },
+    /// DingTalk app messages to people: work notifications or the app robot's 1:1 chats.
+    /// `base_url` `None` is DingTalk's two hosts (`oapi.dingtalk.com` and
+    /// `api.dingtalk.com`); set, it stands in for both.
+    DingtalkApp {
+        app_key: String,
+        app_secret: SecretRef,
+        target: DingtalkAppTarget,
+        base_url: Option<String>,
+    },
     // -- feishu / slack
 
     // -- sms / email
@@ -435,7 +461,8 @@ impl ChannelKind {
             ChannelKind::WechatOa { .. } => "wechat_oa",
             ChannelKind::Qq { .. } => "qq",
             // -- dingtalk
-
+            ChannelKind::DingtalkRobot { .. } => "dingtalk_robot",
+            ChannelKind::DingtalkApp { .. } => "dingtalk_app",
             // -- feishu / slack
 
             // -- sms / email
@@ -473,7 +500,27 @@ impl ChannelKind {
             },
             ChannelKind::Qq { .. } => Limits::default(),
             // -- dingtalk
-
+            // 20 a minute per robot; the 21st throttles the robot for 10 minutes.
+            ChannelKind::DingtalkRobot { .. } => Limits {
+                per_minute: Some(20),
+                ..Limits::default()
+            },
+            // Work notifications: 5,000 recipients a minute per app, and DingTalk silently
+            // filters a 501st message to one person in a day (internal apps).
+            ChannelKind::DingtalkApp {
+                target: DingtalkAppTarget::WorkNotification { .. },
+                ..
+            } => Limits {
+                per_minute: Some(5000),
+                recipient_per_day: Some(500),
+                ..Limits::default()
+            },
+            // The robot's per-user limits are not published; DingTalk names the throttled
+            // users in each answer instead.
+            ChannelKind::DingtalkApp {
+                target: DingtalkAppTarget::Robot { .. },
+                ..
+            } => Limits::default(),
             // -- feishu / slack
 
             // -- sms / email
@@ -492,7 +539,17 @@ impl ChannelKind {
             } => 10_000,
             ChannelKind::WechatOa { .. } => 1,
             // -- dingtalk
-
+            ChannelKind::DingtalkRobot { .. } => 1,
+            // The API takes 5,000 userids per task, but `getsendresult` (the per-user
+            // filtered/read lists) only answers for tasks of at most 100.
+            ChannelKind::DingtalkApp {
+                target: DingtalkAppTarget::WorkNotification { .. },
+                ..
+            } => 100,
+            ChannelKind::DingtalkApp {
+                target: DingtalkAppTarget::Robot { .. },
+                ..
+            } => 20,
             // -- feishu / slack
 
             // -- sms / email

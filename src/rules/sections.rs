@@ -13,6 +13,7 @@ mod accounts;
 // -- wecom / wechat
 mod wecom;
 // -- dingtalk
+mod dingtalk;
 // -- feishu / slack
 // -- sms / email
 mod delivery;
@@ -43,6 +44,8 @@ pub(super) const CHANNEL_KINDS: &[&str] = &[
     "wechat_oa",
     "qq",
     // -- dingtalk
+    "dingtalk_robot",
+    "dingtalk_app",
     // -- feishu / slack
     // -- sms / email
 ];

@@ -28,6 +28,8 @@ pub(super) fn read_channel(
         "qq" => super::wecom::read_qq(&mut fields, problems),
 
         // -- dingtalk
+        "dingtalk_robot" => super::dingtalk::read_robot(&mut fields, problems),
+        "dingtalk_app" => super::dingtalk::read_app(&mut fields, problems),
 
         // -- feishu / slack
 
