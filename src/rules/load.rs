@@ -50,6 +50,28 @@ pub fn secret_warnings(rules: &Rules) -> Vec<String> {
                 .err()
                 .map(|reason| format!("channel `{}` is disabled: {reason}", channel.id)),
             ChannelKind::Log { .. } => None,
+            // -- sms / email
+            ChannelKind::TwilioSms {
+                auth_token: secret, ..
+            }
+            | ChannelKind::AliyunSms {
+                access_key_secret: secret,
+                ..
+            }
+            | ChannelKind::TencentSms {
+                secret_key: secret, ..
+            }
+            | ChannelKind::Sendgrid {
+                api_key: secret, ..
+            }
+            | ChannelKind::Smtp {
+                password: Some(secret),
+                ..
+            } => secret
+                .resolve()
+                .err()
+                .map(|reason| format!("channel `{}` is disabled: {reason}", channel.id)),
+            ChannelKind::Smtp { password: None, .. } => None,
         });
     let inbound = disabled_inbound(rules)
         .into_iter()

@@ -225,7 +225,8 @@ fn the_readme_examples_are_valid_rules() {
         "every section has an example"
     );
     let rules = loads(&[("examples.toml", &examples)]);
-    assert_eq!(rules.channels.len(), 2);
+    // Every kind documents an example; these two are the first.
+    assert!(rules.channel("log").is_some() && rules.channel("hooks").is_some());
     assert_eq!(rules.api_tokens.len(), 1);
     assert_eq!(rules.command("h").map(|c| c.name.as_str()), Some("help"));
 }
