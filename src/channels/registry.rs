@@ -103,6 +103,15 @@ impl ChannelRegistry {
             .unwrap_or_default()
     }
 
+    /// The largest batch size of any channel.
+    pub fn largest_batch(&self) -> usize {
+        self.channels
+            .values()
+            .map(|entry| entry.batch_size)
+            .max()
+            .unwrap_or(1)
+    }
+
     /// Recipients per provider call for a channel account.
     pub fn batch_size(&self, id: &str) -> usize {
         self.channels.get(id).map_or(1, |entry| entry.batch_size)
@@ -139,8 +148,7 @@ fn build_one(account: &ChannelAccount, ctx: &BuildContext) -> ChannelStatus {
                 WebhookChannel::new(url, &value, ctx.timeout, ctx.clock.clone())
                     .map_err(|error| format!("environment variable `{}`: {error}", secret.env))
             }))
-        }
-        // -- wecom / wechat
+        } // -- wecom / wechat
 
         // -- dingtalk
 
@@ -226,11 +234,12 @@ fn build_one(account: &ChannelAccount, ctx: &BuildContext) -> ChannelStatus {
             base_url,
             api_key,
             from,
-            event_public_key: _,
+            event_public_key,
         } => BuildContext::status(api_key.resolve().and_then(|key| {
             let settings = SendgridSettings {
                 base_url: base_url.clone(),
                 from: from.clone(),
+                event_public_key: event_public_key.clone(),
             };
             SendgridChannel::new(settings, key, ctx.timeout, ctx.clock.clone())
         })),

@@ -1,6 +1,6 @@
-//! E-mail through SendGrid's v3 Mail Send API (`POST {base_url}/v3/mail/send`), and the
-//! pure functions that check and read its signed Event Webhook (the route and storage
-//! that use them live elsewhere).
+//! E-mail through SendGrid's v3 Mail Send API (`POST {base_url}/v3/mail/send`), and its
+//! signed Event Webhook: checked and read by pure functions here, routed and stored
+//! elsewhere.
 
 use std::time::Duration;
 
@@ -14,10 +14,9 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
 
 use super::http::{body_excerpt, client, retry_after, transport_failure};
-use super::receipt::{Receipt, ReceiptError, ReceiptOutcome};
 use super::smtp::{check_email, plain_part, subject};
 use super::{AddressKind, Audience, Channel, ContentError, Message, SendContext, SendResult};
-use super::{Verdict, truncate};
+use super::{Receipt, ReceiptError, ReceiptRequest, ReceiptStatus, Verdict, truncate};
 use crate::clock::SharedClock;
 
 /// SendGrid's limit on a whole request, which it answers with 413 [unverified: 30 MB per
@@ -33,6 +32,9 @@ const DEFAULT_RATE_LIMIT_WAIT: Duration = Duration::from_secs(60);
 pub struct SendgridSettings {
     pub base_url: String,
     pub from: String,
+    /// The Event Webhook verification key (base64 SPKI DER); without it no event is
+    /// accepted, since an unsigned event could be forged.
+    pub event_public_key: Option<String>,
 }
 
 pub struct SendgridChannel {
@@ -165,6 +167,40 @@ impl Channel for SendgridChannel {
             None => result,
         }
     }
+
+    fn receipts(&self, request: &ReceiptRequest<'_>) -> Option<Result<Vec<Receipt>, ReceiptError>> {
+        Some(self.receive(request))
+    }
+}
+
+impl SendgridChannel {
+    /// An Event Webhook post. Its timestamp is not held to a window: SendGrid retries
+    /// failed posts for hours and no tolerance is documented; a replay is harmless because
+    /// each event is recorded once by its `sg_event_id`.
+    fn receive(&self, request: &ReceiptRequest<'_>) -> Result<Vec<Receipt>, ReceiptError> {
+        let Some(public_key) = &self.settings.event_public_key else {
+            return Err(ReceiptError::Forged(
+                "this channel sets no `event_public_key`, so SendGrid's signature cannot be \
+                 checked"
+                    .into(),
+            ));
+        };
+        let header = |name: &str| {
+            request
+                .headers
+                .get(name)
+                .and_then(|value| value.to_str().ok())
+                .ok_or_else(|| ReceiptError::Forged(format!("no {name} header")))
+        };
+        let signature = header("x-twilio-email-event-webhook-signature")?;
+        let timestamp = header("x-twilio-email-event-webhook-timestamp")?;
+        if !verify_event_signature(public_key, timestamp, request.body, signature) {
+            return Err(ReceiptError::Forged(
+                "the Event Webhook signature does not match event_public_key".into(),
+            ));
+        }
+        parse_events(request.body)
+    }
 }
 
 /// How long a 429 asks to wait: until `X-RateLimit-Reset` (Unix seconds), else
@@ -257,44 +293,49 @@ fn decode_public_key(public_key: &str) -> Option<VerifyingKey> {
 
 /// Reads an Event Webhook body (a JSON array of events) into receipts. The
 /// `provider_ref` is `sg_message_id` up to its first `.`, which is the `X-Message-Id`
-/// the send recorded; `sg_event_id` identifies each event for de-duplication. Events
-/// without a message id (some unsubscribe events) cannot be matched and are skipped.
+/// the send recorded; `sg_event_id` identifies each event. Events without a message id
+/// (some unsubscribe events) cannot be matched to a send and are skipped.
 pub fn parse_events(raw_body: &[u8]) -> Result<Vec<Receipt>, ReceiptError> {
     let events: Vec<serde_json::Value> = serde_json::from_slice(raw_body).map_err(|error| {
-        ReceiptError(format!("the body is not a JSON array of events: {error}"))
+        ReceiptError::Malformed(format!("the body is not a JSON array of events: {error}"))
     })?;
     let receipts = events
         .iter()
         .filter_map(|event| {
             let message_id = event["sg_message_id"].as_str()?;
             let provider_ref = message_id.split('.').next().unwrap_or(message_id);
-            let status = event["event"].as_str()?;
-            if provider_ref.is_empty() || status.is_empty() {
+            let name = event["event"].as_str()?;
+            if provider_ref.is_empty() || name.is_empty() {
                 return None;
             }
-            let at_seconds = event["timestamp"].as_i64();
             let event_key = match event["sg_event_id"].as_str() {
                 Some(id) if !id.is_empty() => id.to_string(),
-                _ => format!("{message_id}:{status}:{}", at_seconds.unwrap_or_default()),
+                _ => format!(
+                    "{message_id}:{name}:{}",
+                    event["timestamp"].as_i64().unwrap_or_default()
+                ),
             };
-            let outcome = match status {
-                "processed" | "deferred" => ReceiptOutcome::InTransit,
-                "delivered" => ReceiptOutcome::Delivered,
-                "bounce" | "dropped" | "blocked" => ReceiptOutcome::Failed,
-                "open" => ReceiptOutcome::Opened,
-                "click" => ReceiptOutcome::Clicked,
-                "spamreport" | "unsubscribe" | "group_unsubscribe" => ReceiptOutcome::OptedOut,
-                _ => ReceiptOutcome::Other,
+            let status = match name {
+                "delivered" => ReceiptStatus::Delivered,
+                "bounce" | "dropped" => ReceiptStatus::Failed,
+                other => ReceiptStatus::Other(other.to_string()),
+            };
+            // Bounces and drops say why: the enhanced status code and the server's words.
+            let why: Vec<&str> = ["type", "status", "reason"]
+                .iter()
+                .filter_map(|field| event[*field].as_str())
+                .filter(|text| !text.is_empty())
+                .collect();
+            let detail = if why.is_empty() {
+                name.to_string()
+            } else {
+                truncate(&format!("{name}: {}", why.join(" ")), 512)
             };
             Some(Receipt {
-                provider_ref: provider_ref.to_string(),
-                status: status.to_string(),
-                outcome,
-                // Bounces carry the enhanced status code (`5.1.1`).
-                error_code: event["status"].as_str().map(str::to_string),
                 event_key,
-                recipient: event["email"].as_str().map(str::to_string),
-                at_ms: at_seconds.map(|seconds| seconds.saturating_mul(1000)),
+                provider_ref: provider_ref.to_string(),
+                status,
+                detail,
             })
         })
         .collect();

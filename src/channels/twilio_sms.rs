@@ -1,7 +1,7 @@
 //! Twilio Programmable Messaging: one SMS per recipient through
-//! `POST {base_url}/2010-04-01/Accounts/{sid}/Messages.json`, and the pure functions that
-//! check and read the status callbacks Twilio posts back (the route and storage that use
-//! them live elsewhere).
+//! `POST {base_url}/2010-04-01/Accounts/{sid}/Messages.json`, and the status callbacks
+//! Twilio posts back to `status_callback_url`: checked and read by pure functions here,
+//! routed and stored elsewhere.
 
 use std::time::Duration;
 
@@ -14,10 +14,9 @@ use subtle::ConstantTimeEq;
 
 use super::answer::{ANSWER_LIMIT, read_answer};
 use super::http::{client, retry_after, transport_failure};
-use super::receipt::{Receipt, ReceiptError, ReceiptOutcome};
 use super::render::{fit_chars, fit_sms, plain_text, require_text};
 use super::{AddressKind, Audience, Channel, ContentError, Message, SendContext, SendResult};
-use super::{Verdict, truncate};
+use super::{Receipt, ReceiptError, ReceiptRequest, ReceiptStatus, Verdict, truncate};
 use crate::clock::SharedClock;
 
 /// Twilio refuses longer bodies with 21617, whatever the segment count.
@@ -133,6 +132,36 @@ impl Channel for TwilioSmsChannel {
         let wait = retry_after(response.headers(), self.clock.now_ms());
         let answer = read_answer(response, ANSWER_LIMIT).await;
         interpret(status, wait, answer.as_deref())
+    }
+
+    fn receipts(&self, request: &ReceiptRequest<'_>) -> Option<Result<Vec<Receipt>, ReceiptError>> {
+        Some(self.receive(request))
+    }
+}
+
+impl TwilioSmsChannel {
+    /// A status callback: form fields signed over the URL we gave as `StatusCallback`.
+    fn receive(&self, request: &ReceiptRequest<'_>) -> Result<Vec<Receipt>, ReceiptError> {
+        let Some(url) = &self.settings.status_callback_url else {
+            return Err(ReceiptError::Forged(
+                "this channel sets no `status_callback_url`, so Twilio's signature cannot be \
+                 checked"
+                    .into(),
+            ));
+        };
+        let signature = request
+            .headers
+            .get("x-twilio-signature")
+            .and_then(|value| value.to_str().ok())
+            .ok_or_else(|| ReceiptError::Forged("no X-Twilio-Signature header".into()))?;
+        let form: Vec<(String, String)> = serde_urlencoded::from_bytes(request.body)
+            .map_err(|error| ReceiptError::Malformed(format!("not a form body: {error}")))?;
+        if !verify_status_callback(&self.auth_token, url, &form, signature) {
+            return Err(ReceiptError::Forged(
+                "X-Twilio-Signature does not match the auth token and status_callback_url".into(),
+            ));
+        }
+        Ok(vec![parse_status_callback(&form)?])
     }
 }
 
@@ -300,7 +329,7 @@ fn query_value<'u>(url: &'u str, name: &str) -> Option<&'u str> {
         .map(|(_, value)| value)
 }
 
-/// Reads a status callback's form fields into a receipt keyed by `MessageSid` (the
+/// Reads a status callback's form fields into a receipt for `MessageSid` (the
 /// `provider_ref` the send recorded). Twilio may post the same status twice and statuses
 /// out of order, so the event key is the (sid, status) pair.
 pub fn parse_status_callback(form: &[(String, String)]) -> Result<Receipt, ReceiptError> {
@@ -311,25 +340,25 @@ pub fn parse_status_callback(form: &[(String, String)]) -> Result<Receipt, Recei
     };
     let sid = field("MessageSid")
         .or_else(|| field("SmsSid"))
-        .ok_or_else(|| ReceiptError("the callback has no MessageSid".into()))?;
-    let status = field("MessageStatus")
+        .ok_or_else(|| ReceiptError::Malformed("the callback has no MessageSid".into()))?;
+    let name = field("MessageStatus")
         .or_else(|| field("SmsStatus"))
-        .ok_or_else(|| ReceiptError("the callback has no MessageStatus".into()))?;
-    let outcome = match status.as_str() {
-        "queued" | "accepted" | "scheduled" | "sending" | "sent" => ReceiptOutcome::InTransit,
-        "delivered" => ReceiptOutcome::Delivered,
-        "undelivered" | "failed" | "canceled" => ReceiptOutcome::Failed,
-        "read" => ReceiptOutcome::Opened,
-        _ => ReceiptOutcome::Other,
+        .ok_or_else(|| ReceiptError::Malformed("the callback has no MessageStatus".into()))?;
+    let status = match name.as_str() {
+        "delivered" => ReceiptStatus::Delivered,
+        // `canceled`: a scheduled message that will never be sent.
+        "undelivered" | "failed" | "canceled" => ReceiptStatus::Failed,
+        _ => ReceiptStatus::Other(name.clone()),
+    };
+    let detail = match field("ErrorCode") {
+        Some(code) => format!("{name} (Twilio error {code})"),
+        None => name.clone(),
     };
     Ok(Receipt {
-        event_key: format!("{sid}:{status}"),
+        event_key: format!("{sid}:{name}"),
         provider_ref: sid,
         status,
-        outcome,
-        error_code: field("ErrorCode"),
-        recipient: field("To"),
-        at_ms: None,
+        detail,
     })
 }
 

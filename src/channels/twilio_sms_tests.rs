@@ -102,15 +102,98 @@ fn a_status_callback_vector_verifies_and_parses() {
     assert!(!verify_status_callback(&token, url, &form, ""));
 
     let receipt = parse_status_callback(&form).unwrap();
-    assert_eq!(receipt.provider_ref, "SM00000000000000000000000000000001");
-    assert_eq!(receipt.status, "undelivered");
-    assert_eq!(receipt.outcome, ReceiptOutcome::Failed);
-    assert_eq!(receipt.error_code.as_deref(), Some("30003"));
-    assert_eq!(receipt.recipient.as_deref(), Some("+15005550009"));
     assert_eq!(
-        receipt.event_key,
-        "SM00000000000000000000000000000001:undelivered"
+        receipt,
+        Receipt {
+            event_key: "SM00000000000000000000000000000001:undelivered".into(),
+            provider_ref: "SM00000000000000000000000000000001".into(),
+            status: ReceiptStatus::Failed,
+            detail: "undelivered (Twilio error 30003)".into(),
+        }
     );
+}
+
+fn callback(
+    headers: &[(&'static str, &str)],
+    body: &[u8],
+) -> (reqwest::header::HeaderMap, Vec<u8>) {
+    let mut map = reqwest::header::HeaderMap::new();
+    for (name, value) in headers {
+        map.insert(*name, value.parse().unwrap());
+    }
+    (map, body.to_vec())
+}
+
+#[test]
+fn the_channel_takes_signed_status_callbacks_at_its_status_callback_url() {
+    // [vec twilio-03], posted as Twilio posts it: a form body and the signature header.
+    let form = serde_urlencoded::to_string([
+        ("AccountSid", "AC00000000000000000000000000000000"),
+        ("ApiVersion", "2010-04-01"),
+        ("From", "+15005550006"),
+        ("MessageSid", "SM00000000000000000000000000000001"),
+        ("MessageStatus", "undelivered"),
+        ("SmsSid", "SM00000000000000000000000000000001"),
+        ("SmsStatus", "undelivered"),
+        ("To", "+15005550009"),
+        ("ErrorCode", "30003"),
+    ])
+    .unwrap();
+    let mut settings = settings("http://127.0.0.1:9");
+    settings.status_callback_url = Some("https://bot.example.com/twilio/status?campaign=42".into());
+    let channel = TwilioSmsChannel::new(
+        settings.clone(),
+        SecretString::from("0123456789abcdef0123456789abcdef"),
+        Duration::from_secs(5),
+        Arc::new(ManualClock::new(0)),
+    );
+    let receive = |channel: &TwilioSmsChannel, signature: Option<&str>, body: &[u8]| {
+        let headers: Vec<(&'static str, &str)> = signature
+            .map(|s| ("x-twilio-signature", s))
+            .into_iter()
+            .collect();
+        let (headers, body) = callback(&headers, body);
+        channel
+            .receipts(&ReceiptRequest {
+                headers: &headers,
+                body: &body,
+                now_ms: 0,
+            })
+            .unwrap()
+    };
+    let receipts = receive(
+        &channel,
+        Some("mpKWr7q6AbqgrzSFhsdWZV3ciYQ="),
+        form.as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(receipts.len(), 1);
+    assert_eq!(receipts[0].status, ReceiptStatus::Failed);
+    assert_eq!(
+        receipts[0].provider_ref,
+        "SM00000000000000000000000000000001"
+    );
+
+    let forged =
+        |result: Result<Vec<Receipt>, ReceiptError>| matches!(result, Err(ReceiptError::Forged(_)));
+    assert!(forged(receive(
+        &channel,
+        Some("mpKWr7q6AbqgrzSFhsdWZV3ciYQ="),
+        form.replace("30003", "30007").as_bytes()
+    )));
+    assert!(forged(receive(&channel, None, form.as_bytes())));
+    settings.status_callback_url = None;
+    let unconfigured = TwilioSmsChannel::new(
+        settings,
+        SecretString::from("0123456789abcdef0123456789abcdef"),
+        Duration::from_secs(5),
+        Arc::new(ManualClock::new(0)),
+    );
+    assert!(forged(receive(
+        &unconfigured,
+        Some("mpKWr7q6AbqgrzSFhsdWZV3ciYQ="),
+        form.as_bytes()
+    )));
 }
 
 #[test]
@@ -202,15 +285,21 @@ fn callbacks_without_sid_or_status_are_refused() {
     assert!(parse_status_callback(&params(&[("MessageStatus", "sent")])).is_err());
     assert!(parse_status_callback(&params(&[("MessageSid", "SM1")])).is_err());
     let old_style = parse_status_callback(&params(&[("SmsSid", "SM1"), ("SmsStatus", "sent")]));
-    assert_eq!(old_style.unwrap().outcome, ReceiptOutcome::InTransit);
+    assert_eq!(
+        old_style.unwrap().status,
+        ReceiptStatus::Other("sent".into())
+    );
     let read = parse_status_callback(&params(&[
         ("MessageSid", "SM1"),
-        ("MessageStatus", "read"),
+        ("MessageStatus", "delivered"),
         ("ErrorCode", ""),
     ]))
     .unwrap();
-    assert_eq!(read.outcome, ReceiptOutcome::Opened);
-    assert_eq!(read.error_code, None);
+    assert_eq!(read.status, ReceiptStatus::Delivered);
+    assert_eq!(
+        (read.detail.as_str(), read.event_key.as_str()),
+        ("delivered", "SM1:delivered")
+    );
 }
 
 #[test]
