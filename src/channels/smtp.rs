@@ -45,6 +45,9 @@ pub struct SmtpChannel {
     /// tokio runtime when it is created, and channels are also built outside one
     /// (`check-rules`, tests).
     transport: OnceLock<AsyncSmtpTransport<Tokio1Executor>>,
+    /// For the whole conversation: lettre's own timeout applies to each command, and a
+    /// send is a dozen of them.
+    timeout: Duration,
     clock: SharedClock,
 }
 
@@ -101,6 +104,7 @@ impl SmtpChannel {
         Ok(Self {
             builder,
             transport: OnceLock::new(),
+            timeout,
             settings,
             from,
             clock,
@@ -283,7 +287,14 @@ impl Channel for SmtpChannel {
         };
         let message_id = self.message_id(ctx.idempotency_key);
         let transport = self.transport.get_or_init(|| self.builder.clone().build());
-        match transport.send(email).await {
+        let Ok(sent) = tokio::time::timeout(self.timeout, transport.send(email)).await else {
+            return SendResult::new(
+                Verdict::Retryable { after: None },
+                None,
+                format!("timed out after {:?}", self.timeout),
+            );
+        };
+        match sent {
             Ok(response) => {
                 let reply = response.message().collect::<Vec<_>>().join(" ");
                 SendResult::new(

@@ -345,6 +345,40 @@ async fn an_unreachable_server_is_retryable() {
     assert!(!result.detail.contains(PASSWORD));
 }
 
+#[tokio::test]
+async fn a_server_that_never_answers_times_out_as_retryable() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    // Accepts and holds the connection without ever greeting.
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    let channel = SmtpChannel::new(
+        SmtpSettings {
+            host: "127.0.0.1".into(),
+            port,
+            tls: SmtpTls::None,
+            username: None,
+            from: "bot@example.com".into(),
+        },
+        None,
+        Duration::from_millis(100),
+        Arc::new(ManualClock::new(0)),
+    )
+    .unwrap();
+    let result = channel
+        .send(&ctx("ops@example.com", "k"), &Message::text("x"))
+        .await;
+    assert!(
+        matches!(result.verdict, Verdict::Retryable { .. }),
+        "{}",
+        result.detail
+    );
+}
+
 #[test]
 fn every_row_of_the_reply_table() {
     let rows: &[(u16, &str, Verdict)] = &[
