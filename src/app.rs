@@ -76,24 +76,59 @@ impl AppState {
     }
 }
 
-/// The delivery workers read settings and channels from the hot-reloaded rules.
-struct LiveSetup(Arc<ArcSwap<Live>>);
+/// The delivery workers read settings and channels from the hot-reloaded rules, and
+/// send their alerts through the same state.
+struct LiveSetup(AppState);
 
 impl DeliverySetup for LiveSetup {
     fn settings(&self) -> DeliverySettings {
-        self.0.load().rules.delivery.clone()
+        self.0.live.load().rules.delivery.clone()
     }
 
     fn channel(&self, id: &str) -> Option<ChannelStatus> {
-        self.0.load().channels.get(id).cloned()
+        self.0.live.load().channels.get(id).cloned()
     }
 
     fn batch_size(&self, id: &str) -> usize {
-        self.0.load().channels.batch_size(id)
+        self.0.live.load().channels.batch_size(id)
     }
 
     fn largest_batch(&self) -> usize {
-        self.0.load().channels.largest_batch()
+        self.0.live.load().channels.largest_batch()
+    }
+
+    fn limits(&self, id: &str) -> crate::rules::Limits {
+        self.0.live.load().channels.limits(id)
+    }
+
+    fn alert(&self, key: String, about_channel: String, text: String) {
+        let state = self.0.clone();
+        tokio::spawn(async move {
+            raise_alert(&state, &key, Some(&about_channel), &text).await;
+        });
+    }
+}
+
+/// Queues an alert for the ops chat and wakes the workers; problems are logged, since an
+/// alert must never take down what it reports on.
+async fn raise_alert(state: &AppState, key: &str, about_channel: Option<&str>, text: &str) {
+    let live = state.live();
+    let raised = crate::delivery::alerts::raise(
+        &Outbox::new(state.db.clone()),
+        &live.rules.delivery,
+        &live.channels,
+        key,
+        about_channel,
+        text,
+        state.clock.now_ms(),
+    )
+    .await;
+    match raised {
+        Ok(crate::delivery::alerts::Raised::Undeliverable(reason)) => {
+            tracing::warn!(%reason, alert = %text, "cannot alert the ops chat");
+        }
+        Ok(_) => state.delivery_wake.notify_one(),
+        Err(error) => tracing::warn!(%error, alert = %text, "cannot queue an alert"),
     }
 }
 
@@ -191,7 +226,7 @@ impl App {
         let outbox = Outbox::new(state.db.clone());
         let dispatcher = Dispatcher::new(
             outbox.clone(),
-            Arc::new(LiveSetup(state.live.clone())),
+            Arc::new(LiveSetup(state.clone())),
             state.clock.clone(),
             worker_id(),
         )
@@ -261,31 +296,15 @@ async fn reload_on_change(state: AppState, dir: PathBuf, cancel: CancellationTok
 
 /// Tells the ops chat that a reload was refused, once per distinct set of problems.
 async fn alert_rejected_reload(state: &AppState, problems: &str) {
-    let live = state.live();
     let text = format!(
         "rules reload rejected, the previous rules stay in force / 规则重载被拒绝，继续使用原规则:\n{}",
         crate::channels::truncate(problems, 1200)
     );
-    let raised = crate::delivery::alerts::raise(
-        &Outbox::new(state.db.clone()),
-        &live.rules.delivery,
-        &live.channels,
-        &format!(
-            "reload-rejected:{}",
-            crate::delivery::alerts::digest(problems)
-        ),
-        None,
-        &text,
-        state.clock.now_ms(),
-    )
-    .await;
-    match raised {
-        Ok(crate::delivery::alerts::Raised::Undeliverable(reason)) => {
-            tracing::warn!(%reason, "cannot alert the ops chat about the rejected reload");
-        }
-        Ok(_) => state.delivery_wake.notify_one(),
-        Err(error) => tracing::warn!(%error, "cannot queue the rejected-reload alert"),
-    }
+    let key = format!(
+        "reload-rejected:{}",
+        crate::delivery::alerts::digest(problems)
+    );
+    raise_alert(state, &key, None, &text).await;
 }
 
 /// A name for this process in leases and the attempts log.

@@ -3,10 +3,15 @@
 //! workers that call `channels`. Decides nothing about *what* to send.
 
 pub mod alerts;
+pub mod breaker;
 pub mod policy;
+pub mod quota;
 pub mod route;
 pub mod store;
 pub mod worker;
+
+#[cfg(test)]
+mod governance_tests;
 
 pub use policy::Next;
 pub use store::{

@@ -13,11 +13,19 @@ use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use super::breaker::{Admission, BreakerSettings, Breakers, Transition};
 use super::policy::{Next, decide};
+use super::quota::{Grant, Quotas};
 use super::store::{ClaimedJob, Completion, Outbox};
 use crate::channels::{ChannelStatus, Message, SendContext, SendResult, Verdict};
 use crate::clock::{SharedClock, millis};
-use crate::rules::DeliverySettings;
+use crate::rules::{DeliverySettings, Limits};
+
+fn rfc3339(ms: i64) -> String {
+    jiff::Timestamp::from_millisecond(ms)
+        .map(|at| at.to_string())
+        .unwrap_or_else(|_| ms.to_string())
+}
 
 /// Where the workers read the settings and channels in force; implemented over the
 /// hot-reloaded rules by the app, and over fixed values by tests.
@@ -35,6 +43,18 @@ pub trait DeliverySetup: Send + Sync + 'static {
     fn largest_batch(&self) -> usize {
         1
     }
+
+    /// Send quotas of a channel account.
+    fn limits(&self, id: &str) -> Limits {
+        let _ = id;
+        Limits::default()
+    }
+
+    /// Tells the operators (the ops chat) about `text`, once per `key`; `about_channel` is
+    /// never used to carry an alert about itself.
+    fn alert(&self, key: String, about_channel: String, text: String) {
+        let _ = (key, about_channel, text);
+    }
 }
 
 /// Most outcomes recorded in one transaction.
@@ -45,6 +65,20 @@ const CLAIM_AHEAD: usize = 4;
 const REAP_EVERY: Duration = Duration::from_secs(1);
 /// Most jobs one claim leases, however large the batches.
 const MAX_CLAIM: usize = 10_000;
+/// Longest a send waits in its worker for its paced slot; a longer wait hands the job
+/// back with a new due time instead of holding a concurrency slot.
+const MAX_PACING_SLEEP: Duration = Duration::from_secs(10);
+
+/// Outcomes of jobs that were not sent because of the channel's own governance (its
+/// circuit, its quota, its pacing): no call was made, so they say nothing about the
+/// account's health.
+const GOVERNED: [&str; 5] = [
+    "circuit_open",
+    "quota",
+    "paced",
+    "not_sent",
+    "invalid_payload",
+];
 
 /// Claims and sends outbox jobs for one process.
 pub struct Dispatcher<S> {
@@ -53,18 +87,39 @@ pub struct Dispatcher<S> {
     clock: SharedClock,
     worker_id: String,
     wake: Arc<Notify>,
+    quotas: Arc<Quotas>,
+    breakers: Arc<Breakers>,
 }
 
 impl<S: DeliverySetup> Dispatcher<S> {
     /// `worker_id` names this process in leases and the attempts log.
     pub fn new(outbox: Outbox, setup: Arc<S>, clock: SharedClock, worker_id: String) -> Self {
+        let zone_name = setup.settings().quota_time_zone;
+        // The rules loader checked the name; this only guards a zone database that
+        // lost it since, and falls back to China time, where most vendors count.
+        let zone = jiff::tz::TimeZone::get(&zone_name).unwrap_or_else(|error| {
+            tracing::error!(zone = %zone_name, %error, "unknown quota time zone; using UTC+8");
+            jiff::tz::TimeZone::fixed(jiff::tz::offset(8))
+        });
         Self {
+            quotas: Arc::new(Quotas::new(outbox.db().clone(), zone)),
+            breakers: Arc::new(Breakers::new()),
             outbox,
             setup,
             clock,
             worker_id,
             wake: Arc::new(Notify::new()),
         }
+    }
+
+    /// The circuit breakers of this dispatcher's channels, for `/readyz` and metrics.
+    pub fn breakers(&self) -> Arc<Breakers> {
+        self.breakers.clone()
+    }
+
+    /// The quota counters, for the `/quota` command and the API.
+    pub fn quotas(&self) -> Arc<Quotas> {
+        self.quotas.clone()
     }
 
     /// Shares a wake-up signal with whoever enqueues in this process.
@@ -270,7 +325,7 @@ impl<S: DeliverySetup> Dispatcher<S> {
         let settings = self.setup.settings();
         let started_at = self.clock.now_ms();
         let timer = Instant::now();
-        let attempts = self.attempt(&jobs, &settings).await;
+        let attempts = self.governed_attempt(&jobs, &settings).await;
         let now = self.clock.now_ms();
         let duration_ms = i64::try_from(timer.elapsed().as_millis()).unwrap_or(i64::MAX);
         let mut rng = rand::rng();
@@ -300,7 +355,8 @@ impl<S: DeliverySetup> Dispatcher<S> {
                 let move_on = matches!(
                     result.verdict,
                     Verdict::RecipientInvalid | Verdict::AccountDisabled
-                ) || next == Next::Dead;
+                ) || next == Next::Dead
+                    || outcome == "circuit_open";
                 Completion {
                     job_id: job.id,
                     attempt: job.attempt,
@@ -317,6 +373,167 @@ impl<S: DeliverySetup> Dispatcher<S> {
                 }
             })
             .collect()
+    }
+
+    /// Sends `jobs` (which share channel and content) under the channel's governance: no
+    /// call while its circuit is open (the jobs move on along their routes, or wait), a
+    /// paced start within the minute, and a quota reserved in the database for every
+    /// recipient before the call; what the quota cannot take waits for its window. One
+    /// outcome per job, in order.
+    async fn governed_attempt(
+        &self,
+        jobs: &[ClaimedJob],
+        settings: &DeliverySettings,
+    ) -> Vec<(&'static str, SendResult)> {
+        let Some(first) = jobs.first() else {
+            return Vec::new();
+        };
+        let channel_id = first.channel.as_str();
+        let breaker = BreakerSettings {
+            failure_threshold: settings.circuit.failures,
+            cooldown: settings.circuit.cooldown,
+            disabled_cooldown: settings.circuit.disabled_cooldown,
+        };
+        let now = self.clock.now_ms();
+        let held = |outcome: &'static str, wait_ms: i64, detail: String| {
+            let wait = Duration::from_millis(u64::try_from(wait_ms).unwrap_or(0));
+            (
+                outcome,
+                SendResult::new(Verdict::RateLimited { wait }, None, detail),
+            )
+        };
+        if let Admission::Open { until } = self.breakers.admit(channel_id, &breaker, now) {
+            let detail = format!(
+                "the circuit of channel `{channel_id}` is open until {}; no call was made",
+                rfc3339(until)
+            );
+            return jobs
+                .iter()
+                .map(|_| held("circuit_open", until - now, detail.clone()))
+                .collect();
+        }
+        let limits = self.setup.limits(channel_id);
+        if limits.per_minute.is_some() {
+            let sends = u32::try_from(jobs.len()).unwrap_or(u32::MAX);
+            let longest =
+                MAX_PACING_SLEEP.min(settings.lease.saturating_sub(settings.http_timeout) / 2);
+            let wait = self
+                .quotas
+                .pace_batch(channel_id, &limits, sends, now, longest);
+            if wait > longest {
+                let detail = format!(
+                    "paced: channel `{channel_id}` sends at most {} a minute, spread evenly",
+                    limits.per_minute.unwrap_or_default()
+                );
+                let wait_ms = i64::try_from(wait.as_millis()).unwrap_or(i64::MAX);
+                return jobs
+                    .iter()
+                    .map(|_| held("paced", wait_ms, detail.clone()))
+                    .collect();
+            }
+            if !wait.is_zero() {
+                tokio::time::sleep(wait).await;
+            }
+        }
+        let grants = if limits.is_unlimited() {
+            vec![Grant::Granted; jobs.len()]
+        } else {
+            let recipients: Vec<&str> = jobs.iter().map(|job| job.recipient.as_str()).collect();
+            match self
+                .quotas
+                .reserve(channel_id, &limits, &recipients, self.clock.now_ms())
+                .await
+            {
+                Ok(grants) => grants,
+                Err(error) => {
+                    tracing::warn!(channel = %channel_id, %error, "cannot reserve quota; the sends wait for a retry");
+                    let result = SendResult::new(
+                        Verdict::Retryable { after: None },
+                        None,
+                        format!("cannot reserve quota: {error}"),
+                    );
+                    return jobs.iter().map(|_| ("not_sent", result.clone())).collect();
+                }
+            }
+        };
+        let granted: Vec<ClaimedJob> = jobs
+            .iter()
+            .zip(&grants)
+            .filter(|(_, grant)| **grant == Grant::Granted)
+            .map(|(job, _)| job.clone())
+            .collect();
+        let mut sent = self.attempt(&granted, settings).await.into_iter();
+        let outcomes: Vec<(&'static str, SendResult)> = grants
+            .iter()
+            .map(|grant| match grant {
+                Grant::Granted => sent.next().unwrap_or_else(|| {
+                    (
+                        "adapter_error",
+                        SendResult::new(Verdict::Retryable { after: None }, None, "no result"),
+                    )
+                }),
+                Grant::Wait { until, .. } => held(
+                    "quota",
+                    until - self.clock.now_ms(),
+                    format!(
+                        "{}; waiting for the window that starts at {}",
+                        grant.reason(&limits).unwrap_or_default(),
+                        rfc3339(*until)
+                    ),
+                ),
+            })
+            .collect();
+        self.record_health(channel_id, &breaker, &outcomes);
+        outcomes
+    }
+
+    /// Feeds the answer of one provider call to the channel's breaker and alerts the ops
+    /// chat when the circuit opens or closes.
+    fn record_health(
+        &self,
+        channel_id: &str,
+        breaker: &BreakerSettings,
+        outcomes: &[(&'static str, SendResult)],
+    ) {
+        let called: Vec<&SendResult> = outcomes
+            .iter()
+            .filter(|(outcome, _)| !GOVERNED.contains(outcome))
+            .map(|(_, result)| result)
+            .collect();
+        // One call, one verdict for the account: any delivery shows it works.
+        let verdict = called
+            .iter()
+            .find(|result| result.verdict == Verdict::Delivered)
+            .or_else(|| called.first())
+            .map(|result| result.verdict.clone());
+        let Some(verdict) = verdict else {
+            return;
+        };
+        let now = self.clock.now_ms();
+        let Some(transition) = self.breakers.record(channel_id, breaker, &verdict, now) else {
+            return;
+        };
+        self.breakers.report();
+        let (key, text) = match transition {
+            Transition::Opened { reason, until } => {
+                tracing::warn!(channel = %channel_id, %reason, "circuit opened; no calls until {}", rfc3339(until));
+                (
+                    format!("circuit-open:{channel_id}:{now}"),
+                    format!(
+                        "channel `{channel_id}` circuit OPEN / 渠道熔断: {reason}. No calls until {}; routed messages move on to their next channel.",
+                        rfc3339(until)
+                    ),
+                )
+            }
+            Transition::Closed => {
+                tracing::info!(channel = %channel_id, "circuit closed; the channel works again");
+                (
+                    format!("circuit-closed:{channel_id}:{now}"),
+                    format!("channel `{channel_id}` works again, circuit closed / 渠道已恢复"),
+                )
+            }
+        };
+        self.setup.alert(key, channel_id.to_string(), text);
     }
 
     /// Calls the channel for `jobs` (which share channel and content) and returns one

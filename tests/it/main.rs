@@ -3,4 +3,5 @@
 mod cli;
 mod crash;
 mod delivery;
+mod quota;
 mod storage;
