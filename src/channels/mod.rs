@@ -24,6 +24,24 @@ pub use dingtalk_app::DingtalkAppChannel;
 pub use dingtalk_robot::DingtalkRobotChannel;
 // -- feishu / slack
 // -- sms / email
+mod aliyun_sms;
+mod answer;
+mod sendgrid;
+mod smtp;
+mod tencent_sms;
+mod twilio_sms;
+pub use aliyun_sms::{AliyunSmsChannel, AliyunSmsSettings};
+pub use sendgrid::{
+    SendgridChannel, SendgridSettings, parse_events as parse_sendgrid_events,
+    verify_event_signature as verify_sendgrid_event_signature,
+};
+pub use smtp::{SmtpChannel, SmtpSettings};
+pub use tencent_sms::{TencentSmsChannel, TencentSmsSettings};
+pub use twilio_sms::{
+    TwilioSmsChannel, TwilioSmsSettings, parse_status_callback as parse_twilio_status_callback,
+    verify_json_callback as verify_twilio_json_callback,
+    verify_status_callback as verify_twilio_status_callback,
+};
 
 use std::collections::BTreeMap;
 use std::time::Duration;

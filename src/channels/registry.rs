@@ -5,6 +5,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{Channel, LogChannel, WebhookChannel};
+// -- sms / email
+use super::{AliyunSmsChannel, AliyunSmsSettings, SendgridChannel, SendgridSettings};
+use super::{SmtpChannel, SmtpSettings, TencentSmsChannel, TencentSmsSettings};
+use super::{TwilioSmsChannel, TwilioSmsSettings};
 use crate::clock::SharedClock;
 use crate::rules::{ChannelAccount, ChannelKind, Limits, Rules};
 
@@ -223,5 +227,93 @@ fn build_one(account: &ChannelAccount, ctx: &BuildContext) -> ChannelStatus {
         // -- feishu / slack
 
         // -- sms / email
+        ChannelKind::TwilioSms {
+            base_url,
+            account_sid,
+            auth_token,
+            from,
+            messaging_service_sid,
+            status_callback_url,
+            max_segments,
+        } => BuildContext::status(auth_token.resolve().map(|token| {
+            let settings = TwilioSmsSettings {
+                base_url: base_url.clone(),
+                account_sid: account_sid.clone(),
+                from: from.clone(),
+                messaging_service_sid: messaging_service_sid.clone(),
+                status_callback_url: status_callback_url.clone(),
+                max_segments: *max_segments,
+            };
+            TwilioSmsChannel::new(settings, token, ctx.timeout, ctx.clock.clone())
+        })),
+        ChannelKind::AliyunSms {
+            base_url,
+            access_key_id,
+            access_key_secret,
+            sign_name,
+            template_code,
+            region_id,
+        } => BuildContext::status(access_key_secret.resolve().map(|secret| {
+            let settings = AliyunSmsSettings {
+                base_url: base_url.clone(),
+                access_key_id: access_key_id.clone(),
+                sign_name: sign_name.clone(),
+                template_code: template_code.clone(),
+                region_id: region_id.clone(),
+            };
+            AliyunSmsChannel::new(settings, secret, ctx.timeout, ctx.clock.clone())
+        })),
+        ChannelKind::TencentSms {
+            base_url,
+            secret_id,
+            secret_key,
+            sdk_app_id,
+            sign_name,
+            template_id,
+            region,
+        } => BuildContext::status(secret_key.resolve().and_then(|secret| {
+            let settings = TencentSmsSettings {
+                base_url: base_url.clone(),
+                secret_id: secret_id.clone(),
+                sdk_app_id: sdk_app_id.clone(),
+                sign_name: sign_name.clone(),
+                template_id: template_id.clone(),
+                region: region.clone(),
+            };
+            TencentSmsChannel::new(settings, secret, ctx.timeout, ctx.clock.clone())
+        })),
+        ChannelKind::Smtp {
+            host,
+            port,
+            tls,
+            username,
+            password,
+            from,
+        } => {
+            let password = password.as_ref().map(|secret| secret.resolve()).transpose();
+            BuildContext::status(password.and_then(|password| {
+                let settings = SmtpSettings {
+                    host: host.clone(),
+                    port: *port,
+                    tls: *tls,
+                    username: username.clone(),
+                    from: from.clone(),
+                };
+                SmtpChannel::new(settings, password, ctx.timeout, ctx.clock.clone())
+            }))
+        }
+        ChannelKind::Sendgrid {
+            base_url,
+            api_key,
+            from,
+            event_public_key,
+        } => BuildContext::status(api_key.resolve().and_then(|key| {
+            let settings = SendgridSettings {
+                base_url: base_url.clone(),
+                from: from.clone(),
+                event_public_key: event_public_key.clone(),
+            };
+            SendgridChannel::new(settings, key, ctx.timeout, ctx.clock.clone())
+        })),
     }
 }

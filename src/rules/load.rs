@@ -6,7 +6,7 @@ use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 
 use super::assemble::assemble;
-use super::model::{ChannelKind, Rules};
+use super::model::{ChannelKind, Rules, SecretRef};
 use super::problem::{Problem, RulesError, Source};
 use super::sections::{FileRules, read_file};
 
@@ -41,35 +41,32 @@ pub fn check(dir: &Path) -> CheckReport {
 /// One line per account that is disabled because its secret variable does not resolve.
 /// Names the variable, never prints a value.
 pub fn secret_warnings(rules: &Rules) -> Vec<String> {
-    let channels = rules
-        .channels
-        .iter()
-        .filter_map(|channel| match &channel.kind {
-            ChannelKind::Webhook { secret, .. } => secret
-                .resolve()
-                .err()
-                .map(|reason| format!("channel `{}` is disabled: {reason}", channel.id)),
-            ChannelKind::Log { .. } => None,
-            ChannelKind::WecomRobot { key: secret, .. }
-            | ChannelKind::WecomApp { secret, .. }
-            | ChannelKind::WechatOa {
-                app_secret: secret, ..
-            } => secret
-                .resolve()
-                .err()
-                .map(|reason| format!("channel `{}` is disabled: {reason}", channel.id)),
+    let channels = rules.channels.iter().filter_map(|channel| {
+        let secrets: Vec<&SecretRef> = match &channel.kind {
+            ChannelKind::Log { .. } => vec![],
+            ChannelKind::Webhook { secret, .. } => vec![secret],
+            ChannelKind::WecomRobot { key, .. } => vec![key],
+            ChannelKind::WecomApp { secret, .. } => vec![secret],
+            ChannelKind::WechatOa { app_secret, .. } => vec![app_secret],
             // The QQ channel never sends, so it needs no secret to be "ready".
-            ChannelKind::Qq { .. } => None,
-            // -- dingtalk
+            ChannelKind::Qq { .. } => vec![],
             ChannelKind::DingtalkRobot {
                 access_token,
                 secret,
                 ..
-            } => missing_secrets(&channel.id, std::iter::once(access_token).chain(secret)),
-            ChannelKind::DingtalkApp { app_secret, .. } => {
-                missing_secrets(&channel.id, [app_secret])
-            }
-        });
+            } => std::iter::once(access_token).chain(secret).collect(),
+            ChannelKind::DingtalkApp { app_secret, .. } => vec![app_secret],
+            // -- feishu / slack
+            ChannelKind::TwilioSms { auth_token, .. } => vec![auth_token],
+            ChannelKind::AliyunSms {
+                access_key_secret, ..
+            } => vec![access_key_secret],
+            ChannelKind::TencentSms { secret_key, .. } => vec![secret_key],
+            ChannelKind::Sendgrid { api_key, .. } => vec![api_key],
+            ChannelKind::Smtp { password, .. } => password.iter().collect(),
+        };
+        missing_secrets(&channel.id, secrets)
+    });
     let inbound = disabled_inbound(rules)
         .into_iter()
         .map(|(id, reason)| format!("inbound account `{id}` is disabled: {reason}"));
@@ -79,7 +76,7 @@ pub fn secret_warnings(rules: &Rules) -> Vec<String> {
 /// The warning for a channel some of whose secret variables do not resolve.
 fn missing_secrets<'a>(
     id: &str,
-    secrets: impl IntoIterator<Item = &'a crate::rules::SecretRef>,
+    secrets: impl IntoIterator<Item = &'a SecretRef>,
 ) -> Option<String> {
     let missing: Vec<String> = secrets
         .into_iter()

@@ -19,6 +19,7 @@ mod dingtalk;
 mod delivery;
 mod inbound;
 mod people;
+mod sms_email;
 
 use accounts::read_channel;
 use delivery::read_delivery;
@@ -48,6 +49,11 @@ pub(super) const CHANNEL_KINDS: &[&str] = &[
     "dingtalk_app",
     // -- feishu / slack
     // -- sms / email
+    "twilio_sms",
+    "aliyun_sms",
+    "tencent_sms",
+    "smtp",
+    "sendgrid",
 ];
 /// Every channel kind of the design, so a kind this version lacks gets "not supported yet"
 /// rather than "unknown".

@@ -34,6 +34,11 @@ pub(super) fn read_channel(
         // -- feishu / slack
 
         // -- sms / email
+        "twilio_sms" => super::sms_email::read_twilio_sms_channel(&mut fields, problems),
+        "aliyun_sms" => super::sms_email::read_aliyun_sms_channel(&mut fields, problems),
+        "tencent_sms" => super::sms_email::read_tencent_sms_channel(&mut fields, problems),
+        "smtp" => super::sms_email::read_smtp_channel(&mut fields, problems),
+        "sendgrid" => super::sms_email::read_sendgrid_channel(&mut fields, problems),
         _ => {
             return problems.push(unsupported(
                 "channel kind",

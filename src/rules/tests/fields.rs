@@ -142,13 +142,10 @@ fn every_platform_is_served_and_a_typo_is_unknown() {
 #[test]
 fn a_planned_channel_kind_is_not_supported_yet() {
     assert_one_problem(
-        &[(
-            "a.toml",
-            "[[channel]]\nid = \"sms\"\nkind = \"aliyun_sms\"\n",
-        )],
+        &[("a.toml", "[[channel]]\nid = \"sms\"\nkind = \"qq\"\n")],
         "a.toml:3:8",
         &[
-            "channel kind `aliyun_sms` is not supported by this version yet",
+            "channel kind `qq` is not supported by this version yet",
             "supported: log, webhook",
         ],
     );
