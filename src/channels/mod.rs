@@ -13,6 +13,14 @@ mod webhook;
 // -- wecom / wechat
 // -- dingtalk
 // -- feishu / slack
+mod feishu_app;
+mod feishu_bot;
+mod feishu_content;
+mod markdown_pieces;
+#[cfg(test)]
+mod provider_mock;
+mod slack;
+mod slack_render;
 // -- sms / email
 
 use std::collections::BTreeMap;

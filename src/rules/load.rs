@@ -6,7 +6,7 @@ use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 
 use super::assemble::assemble;
-use super::model::{ChannelKind, Rules};
+use super::model::{ChannelKind, Rules, SlackAuth};
 use super::problem::{Problem, RulesError, Source};
 use super::sections::{FileRules, read_file};
 
@@ -50,6 +50,23 @@ pub fn secret_warnings(rules: &Rules) -> Vec<String> {
                 .err()
                 .map(|reason| format!("channel `{}` is disabled: {reason}", channel.id)),
             ChannelKind::Log { .. } => None,
+            // -- feishu / slack
+            ChannelKind::FeishuBot {
+                hook_token, secret, ..
+            } => std::iter::once(hook_token)
+                .chain(secret)
+                .find_map(|secret| secret.resolve().err())
+                .map(|reason| format!("channel `{}` is disabled: {reason}", channel.id)),
+            ChannelKind::FeishuApp { app_secret, .. } => app_secret
+                .resolve()
+                .err()
+                .map(|reason| format!("channel `{}` is disabled: {reason}", channel.id)),
+            ChannelKind::Slack { auth, .. } => match auth {
+                SlackAuth::Webhook(secret) | SlackAuth::BotToken(secret) => secret,
+            }
+            .resolve()
+            .err()
+            .map(|reason| format!("channel `{}` is disabled: {reason}", channel.id)),
         });
     let inbound = disabled_inbound(rules)
         .into_iter()

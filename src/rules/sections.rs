@@ -13,6 +13,7 @@ mod accounts;
 // -- wecom / wechat
 // -- dingtalk
 // -- feishu / slack
+mod feishu_slack;
 // -- sms / email
 mod delivery;
 mod inbound;
@@ -39,6 +40,9 @@ pub(super) const CHANNEL_KINDS: &[&str] = &[
     // -- wecom / wechat
     // -- dingtalk
     // -- feishu / slack
+    "feishu_bot",
+    "feishu_app",
+    "slack",
     // -- sms / email
 ];
 /// Every channel kind of the design, so a kind this version lacks gets "not supported yet"

@@ -26,6 +26,9 @@ pub(super) fn read_channel(
         // -- dingtalk
 
         // -- feishu / slack
+        "feishu_bot" => super::feishu_slack::read_feishu_bot(&mut fields, problems),
+        "feishu_app" => super::feishu_slack::read_feishu_app(&mut fields, problems),
+        "slack" => super::feishu_slack::read_slack(&mut fields, problems),
 
         // -- sms / email
         _ => {
