@@ -64,6 +64,9 @@ pub struct AppState {
     pub admin_token: Option<Arc<SecretString>>,
     /// De-duplication memory, reply client and token cache of the inbound handlers.
     pub inbound: Arc<crate::inbound::InboundRuntime>,
+    /// Wakes the delivery workers after something was queued in this process, so a
+    /// message does not wait for the next poll.
+    pub delivery_wake: Arc<tokio::sync::Notify>,
 }
 
 impl AppState {
@@ -83,6 +86,14 @@ impl DeliverySetup for LiveSetup {
 
     fn channel(&self, id: &str) -> Option<ChannelStatus> {
         self.0.load().channels.get(id).cloned()
+    }
+
+    fn batch_size(&self, id: &str) -> usize {
+        self.0.load().channels.batch_size(id)
+    }
+
+    fn largest_batch(&self) -> usize {
+        self.0.load().channels.largest_batch()
     }
 }
 
@@ -149,6 +160,7 @@ impl App {
             shell_token: Arc::new(shell_token),
             admin_token,
             inbound: Arc::default(),
+            delivery_wake: Arc::default(),
         };
         Ok(Self {
             state,
@@ -182,7 +194,8 @@ impl App {
             Arc::new(LiveSetup(state.live.clone())),
             state.clock.clone(),
             worker_id(),
-        );
+        )
+        .woken_by(state.delivery_wake.clone());
         let dispatching = tokio::spawn(dispatcher.run(workers.clone(), settings.drain_timeout));
         let gauges = tokio::spawn(report_gauges(
             outbox,
@@ -240,8 +253,38 @@ async fn reload_on_change(state: AppState, dir: PathBuf, cancel: CancellationTok
                     ?cause,
                     "the changed rules have problems; keeping the previous rules:\n{error}"
                 );
+                alert_rejected_reload(&state, &error.to_string()).await;
             }
         }
+    }
+}
+
+/// Tells the ops chat that a reload was refused, once per distinct set of problems.
+async fn alert_rejected_reload(state: &AppState, problems: &str) {
+    let live = state.live();
+    let text = format!(
+        "rules reload rejected, the previous rules stay in force / 规则重载被拒绝，继续使用原规则:\n{}",
+        crate::channels::truncate(problems, 1200)
+    );
+    let raised = crate::delivery::alerts::raise(
+        &Outbox::new(state.db.clone()),
+        &live.rules.delivery,
+        &live.channels,
+        &format!(
+            "reload-rejected:{}",
+            crate::delivery::alerts::digest(problems)
+        ),
+        None,
+        &text,
+        state.clock.now_ms(),
+    )
+    .await;
+    match raised {
+        Ok(crate::delivery::alerts::Raised::Undeliverable(reason)) => {
+            tracing::warn!(%reason, "cannot alert the ops chat about the rejected reload");
+        }
+        Ok(_) => state.delivery_wake.notify_one(),
+        Err(error) => tracing::warn!(%error, "cannot queue the rejected-reload alert"),
     }
 }
 

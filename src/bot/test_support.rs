@@ -117,5 +117,6 @@ pub fn app_state(db: Db, token: &str, disabled_inbound: Vec<(String, String)>) -
         shell_token: Arc::new(SecretString::from(token.to_string())),
         admin_token: None,
         inbound: Default::default(),
+        delivery_wake: Default::default(),
     }
 }

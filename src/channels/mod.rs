@@ -257,6 +257,59 @@ pub fn truncate(text: &str, limit: usize) -> String {
     format!("{}…", &text[..end])
 }
 
+/// A provider's later report on a message it accepted (Twilio status callbacks, SendGrid
+/// events), matched to the attempt by `provider_ref`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Receipt {
+    /// The provider's id for this event, or the ref and status when it has none: a
+    /// retried receipt is recorded once.
+    pub event_key: String,
+    pub provider_ref: String,
+    pub status: ReceiptStatus,
+    /// The provider's words (error code, reason), for the attempts log.
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReceiptStatus {
+    /// Reached the person's device or mailbox.
+    Delivered,
+    /// Accepted by the provider but not delivered (bounced, undelivered): the route moves
+    /// on to its next channel.
+    Failed,
+    /// Anything else the provider reports (queued, sent, opened, clicked), by its name.
+    Other(String),
+}
+
+impl ReceiptStatus {
+    pub fn as_str(&self) -> &str {
+        match self {
+            ReceiptStatus::Delivered => "delivered",
+            ReceiptStatus::Failed => "failed",
+            ReceiptStatus::Other(name) => name,
+        }
+    }
+}
+
+/// A receipt callback as it arrived, for the adapter to verify and parse.
+#[derive(Debug, Clone, Copy)]
+pub struct ReceiptRequest<'a> {
+    pub headers: &'a reqwest::header::HeaderMap,
+    /// The raw body: signatures are checked over these exact bytes.
+    pub body: &'a [u8],
+    pub now_ms: i64,
+}
+
+/// Why a receipt callback was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReceiptError {
+    /// The signature is missing or wrong, or the timestamp is stale.
+    #[error("receipt refused: {0}")]
+    Forged(String),
+    #[error("malformed receipt: {0}")]
+    Malformed(String),
+}
+
 /// One outbound account able to send messages.
 #[async_trait::async_trait]
 pub trait Channel: Send + Sync + std::fmt::Debug {
@@ -294,6 +347,13 @@ pub trait Channel: Send + Sync + std::fmt::Debug {
             results.push(self.send(ctx, message).await);
         }
         results
+    }
+
+    /// Verifies and parses a delivery-receipt callback posted to `/receipts/{channel id}`;
+    /// `None` for channels whose provider sends none.
+    fn receipts(&self, request: &ReceiptRequest<'_>) -> Option<Result<Vec<Receipt>, ReceiptError>> {
+        let _ = request;
+        None
     }
 }
 

@@ -99,6 +99,15 @@ impl ChannelRegistry {
             .unwrap_or_default()
     }
 
+    /// The largest batch size of any channel.
+    pub fn largest_batch(&self) -> usize {
+        self.channels
+            .values()
+            .map(|entry| entry.batch_size)
+            .max()
+            .unwrap_or(1)
+    }
+
     /// Recipients per provider call for a channel account.
     pub fn batch_size(&self, id: &str) -> usize {
         self.channels.get(id).map_or(1, |entry| entry.batch_size)
@@ -135,8 +144,7 @@ fn build_one(account: &ChannelAccount, ctx: &BuildContext) -> ChannelStatus {
                 WebhookChannel::new(url, &value, ctx.timeout, ctx.clock.clone())
                     .map_err(|error| format!("environment variable `{}`: {error}", secret.env))
             }))
-        }
-        // -- wecom / wechat
+        } // -- wecom / wechat
 
         // -- dingtalk
 

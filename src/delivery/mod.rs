@@ -2,13 +2,15 @@
 //! sent), leases so a crashed worker's jobs are claimed again, the retry policy, and the
 //! workers that call `channels`. Decides nothing about *what* to send.
 
+pub mod alerts;
 pub mod policy;
+pub mod route;
 pub mod store;
 pub mod worker;
 
 pub use policy::Next;
 pub use store::{
-    AttemptRow, ClaimedJob, Completion, Enqueued, JobRow, JobState, NewJob, Outbox, OutboxSummary,
-    Requeue,
+    Accepted, AttemptRow, ClaimedJob, Completion, Enqueued, JobRow, JobState, MessageView, NewJob,
+    NewMessage, NewStep, Outbox, OutboxSummary, Requeue, RouteStep,
 };
 pub use worker::{DeliverySetup, Dispatcher, report_gauges};

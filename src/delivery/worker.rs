@@ -24,6 +24,17 @@ use crate::rules::DeliverySettings;
 pub trait DeliverySetup: Send + Sync + 'static {
     fn settings(&self) -> DeliverySettings;
     fn channel(&self, id: &str) -> Option<ChannelStatus>;
+
+    /// Recipients per provider call for this channel.
+    fn batch_size(&self, id: &str) -> usize {
+        let _ = id;
+        1
+    }
+
+    /// The largest batch size of any channel, so claims lease enough jobs to fill one.
+    fn largest_batch(&self) -> usize {
+        1
+    }
 }
 
 /// Most outcomes recorded in one transaction.
@@ -32,6 +43,8 @@ const RECORD_BATCH: usize = 512;
 const CLAIM_AHEAD: usize = 4;
 /// How often expired leases are looked for at most.
 const REAP_EVERY: Duration = Duration::from_secs(1);
+/// Most jobs one claim leases, however large the batches.
+const MAX_CLAIM: usize = 10_000;
 
 /// Claims and sends outbox jobs for one process.
 pub struct Dispatcher<S> {
@@ -52,6 +65,12 @@ impl<S: DeliverySetup> Dispatcher<S> {
             worker_id,
             wake: Arc::new(Notify::new()),
         }
+    }
+
+    /// Shares a wake-up signal with whoever enqueues in this process.
+    pub fn woken_by(mut self, wake: Arc<Notify>) -> Self {
+        self.wake = wake;
+        self
     }
 
     /// Notifying this makes an idle dispatcher look for jobs at once (after an enqueue
@@ -78,8 +97,17 @@ impl<S: DeliverySetup> Dispatcher<S> {
                 return Ok(attempted);
             }
             attempted += jobs.len();
-            let sends = jobs.into_iter().map(|job| self.send_one(job));
-            let completions = futures::future::join_all(sends).await;
+            let mut waiting: VecDeque<ClaimedJob> = jobs.into();
+            let mut groups = Vec::new();
+            while let Some(group) = self.next_group(&mut waiting) {
+                groups.push(group);
+            }
+            let sends = groups.into_iter().map(|group| self.send_group(group));
+            let completions: Vec<Completion> = futures::future::join_all(sends)
+                .await
+                .into_iter()
+                .flatten()
+                .collect();
             self.outbox
                 .complete(&completions, self.clock.now_ms())
                 .await?;
@@ -117,8 +145,11 @@ impl<S: DeliverySetup> Dispatcher<S> {
                     tracing::warn!(%error, "cannot reap expired leases");
                 }
             }
-            if waiting.len() < settings.concurrency && !queue_drained {
-                let want = settings.concurrency * CLAIM_AHEAD - waiting.len();
+            let claim_target = (settings.concurrency * CLAIM_AHEAD)
+                .max(this.setup.largest_batch() * 2)
+                .min(MAX_CLAIM);
+            if waiting.len() < claim_target / CLAIM_AHEAD && !queue_drained {
+                let want = claim_target - waiting.len();
                 let claimed = this
                     .outbox
                     .claim(
@@ -146,20 +177,21 @@ impl<S: DeliverySetup> Dispatcher<S> {
                 }
             }
             while in_flight.len() < settings.concurrency {
-                let Some(job) = waiting.pop_front() else {
+                let Some(group) = this.next_group(&mut waiting) else {
                     break;
                 };
                 let this = this.clone();
                 let done_tx = done_tx.clone();
                 in_flight.spawn(async move {
-                    let completion = this.send_one(job).await;
-                    // The recorder only stops after every sender is gone, so this cannot fail
-                    // while the dispatcher runs.
-                    let _ = done_tx.send(completion).await;
+                    for completion in this.send_group(group).await {
+                        // The recorder only stops after every sender is gone, so this cannot
+                        // fail while the dispatcher runs.
+                        let _ = done_tx.send(completion).await;
+                    }
                 });
             }
             let slots_full = in_flight.len() >= settings.concurrency;
-            if slots_full && waiting.len() >= settings.concurrency {
+            if slots_full && waiting.len() >= claim_target / CLAIM_AHEAD {
                 tokio::select! {
                     _ = in_flight.join_next() => {}
                     _ = cancel.cancelled() => break,
@@ -212,72 +244,118 @@ impl<S: DeliverySetup> Dispatcher<S> {
         }
     }
 
-    /// One attempt at one job; never fails, never panics outward: every path ends in a
+    /// The next jobs to send in one provider call: the first waiting job and the jobs
+    /// right behind it with the same channel and content, up to the channel's batch size.
+    /// A campaign's jobs are claimed together in id order, so its batches stay contiguous.
+    fn next_group(&self, waiting: &mut VecDeque<ClaimedJob>) -> Option<Vec<ClaimedJob>> {
+        let first = waiting.pop_front()?;
+        let size = self.setup.batch_size(&first.channel).max(1);
+        let mut group = vec![first];
+        while group.len() < size {
+            let same = waiting.front().is_some_and(|next| {
+                next.channel == group[0].channel && next.payload == group[0].payload
+            });
+            if !same {
+                break;
+            }
+            group.extend(waiting.pop_front());
+        }
+        Some(group)
+    }
+
+    /// One attempt at a group of jobs (one provider call, or one per job for channels
+    /// without batching); never fails, never panics outward: every job ends in a
     /// completion to record.
-    async fn send_one(&self, job: ClaimedJob) -> Completion {
+    async fn send_group(&self, jobs: Vec<ClaimedJob>) -> Vec<Completion> {
         let settings = self.setup.settings();
         let started_at = self.clock.now_ms();
         let timer = Instant::now();
-        let (outcome, result) = self.attempt(&job, &settings).await;
+        let attempts = self.attempt(&jobs, &settings).await;
         let now = self.clock.now_ms();
-        let next = decide(
-            &settings.retry,
-            &result.verdict,
-            job.failures,
-            now,
-            job.expires_at,
-            &mut rand::rng(),
-        );
-        metrics::counter!(
-            "qunfa_delivery_attempts_total",
-            "channel" => job.channel.clone(),
-            "outcome" => outcome,
-        )
-        .increment(1);
-        let mut detail = result.detail;
-        if next == Next::Dead {
-            detail = format!("retries exhausted within the maximum age: {detail}");
-        }
-        Completion {
-            job_id: job.id,
-            attempt: job.attempt,
-            worker: self.worker_id.clone(),
-            started_at,
-            duration_ms: i64::try_from(timer.elapsed().as_millis()).unwrap_or(i64::MAX),
-            outcome,
-            status: result.status.map(i64::from),
-            detail,
-            next,
-        }
+        let duration_ms = i64::try_from(timer.elapsed().as_millis()).unwrap_or(i64::MAX);
+        let mut rng = rand::rng();
+        jobs.into_iter()
+            .zip(attempts)
+            .map(|(job, (outcome, result))| {
+                let next = decide(
+                    &settings.retry,
+                    &result.verdict,
+                    job.failures,
+                    now,
+                    job.expires_at,
+                    &mut rng,
+                );
+                metrics::counter!(
+                    "qunfa_delivery_attempts_total",
+                    "channel" => job.channel.clone(),
+                    "outcome" => outcome,
+                )
+                .increment(1);
+                let mut detail = result.detail;
+                if next == Next::Dead {
+                    detail = format!("retries exhausted within the maximum age: {detail}");
+                }
+                // Another channel may reach the person when this one cannot; refused
+                // content stops the message, since the route shares its content.
+                let move_on = matches!(
+                    result.verdict,
+                    Verdict::RecipientInvalid | Verdict::AccountDisabled
+                ) || next == Next::Dead;
+                Completion {
+                    job_id: job.id,
+                    attempt: job.attempt,
+                    worker: self.worker_id.clone(),
+                    started_at,
+                    duration_ms,
+                    outcome,
+                    status: result.status.map(i64::from),
+                    detail,
+                    next,
+                    provider_ref: result.provider_ref,
+                    route: job.route,
+                    move_on,
+                }
+            })
+            .collect()
     }
 
+    /// Calls the channel for `jobs` (which share channel and content) and returns one
+    /// outcome per job, in order.
     async fn attempt(
         &self,
-        job: &ClaimedJob,
+        jobs: &[ClaimedJob],
         settings: &DeliverySettings,
-    ) -> (&'static str, SendResult) {
+    ) -> Vec<(&'static str, SendResult)> {
+        let Some(first) = jobs.first() else {
+            return Vec::new();
+        };
+        let every = |outcome: &'static str, result: SendResult| {
+            jobs.iter()
+                .map(|_| (outcome, result.clone()))
+                .collect::<Vec<_>>()
+        };
         let not_sent = |detail: String| {
-            (
+            every(
                 "not_sent",
                 SendResult::new(Verdict::Retryable { after: None }, None, detail),
             )
         };
-        let channel = match self.setup.channel(&job.channel) {
+        let channel = match self.setup.channel(&first.channel) {
             Some(ChannelStatus::Ready(channel)) => channel,
             Some(ChannelStatus::Disabled { reason }) => {
-                return not_sent(format!("channel `{}` is disabled: {reason}", job.channel));
+                return not_sent(format!("channel `{}` is disabled: {reason}", first.channel));
             }
             None => {
                 return not_sent(format!(
                     "channel `{}` is not in the rules; add it or the job dies at its maximum age",
-                    job.channel
+                    first.channel
                 ));
             }
         };
-        let message: Message = match serde_json::from_str(&job.payload) {
+        let message: Message = match serde_json::from_str(&first.payload) {
             Ok(message) => message,
             Err(error) => {
-                return (
+                return every(
                     "invalid_payload",
                     SendResult::new(
                         Verdict::ContentBlocked,
@@ -287,21 +365,47 @@ impl<S: DeliverySetup> Dispatcher<S> {
                 );
             }
         };
-        let ctx = SendContext {
-            job_id: job.id,
-            idempotency_key: &job.idempotency_key,
-            attempt: job.attempt,
-            recipient: &job.recipient,
-        };
+        let contexts: Vec<SendContext<'_>> = jobs
+            .iter()
+            .map(|job| SendContext {
+                job_id: job.id,
+                idempotency_key: &job.idempotency_key,
+                attempt: job.attempt,
+                recipient: &job.recipient,
+            })
+            .collect();
         // Adapters bound their own calls; this is the backstop that keeps a job from
         // outliving its lease if one does not.
         let bound = settings.http_timeout + Duration::from_secs(5);
-        let send = AssertUnwindSafe(channel.send(&ctx, &message)).catch_unwind();
-        match tokio::time::timeout(bound, send).await {
-            Ok(Ok(result)) => (result.verdict.as_str(), result),
+        let send = async {
+            match contexts.as_slice() {
+                [one] => vec![channel.send(one, &message).await],
+                many => channel.send_batch(many, &message).await,
+            }
+        };
+        match tokio::time::timeout(bound, AssertUnwindSafe(send).catch_unwind()).await {
+            Ok(Ok(results)) if results.len() == jobs.len() => results
+                .into_iter()
+                .map(|result| (result.verdict.as_str(), result))
+                .collect(),
+            Ok(Ok(results)) => {
+                tracing::error!(channel = %first.channel, expected = jobs.len(), got = results.len(), "channel adapter returned the wrong number of results");
+                every(
+                    "adapter_error",
+                    SendResult::new(
+                        Verdict::Retryable { after: None },
+                        None,
+                        format!(
+                            "the channel adapter answered {} results for {} recipients; this is a bug in qunfa",
+                            results.len(),
+                            jobs.len()
+                        ),
+                    ),
+                )
+            }
             Ok(Err(_panic)) => {
-                tracing::error!(channel = %job.channel, job.id, "channel adapter panicked");
-                (
+                tracing::error!(channel = %first.channel, job.id = first.id, "channel adapter panicked");
+                every(
                     "adapter_panic",
                     SendResult::new(
                         Verdict::Retryable { after: None },
@@ -310,7 +414,7 @@ impl<S: DeliverySetup> Dispatcher<S> {
                     ),
                 )
             }
-            Err(_) => (
+            Err(_) => every(
                 "timeout",
                 SendResult::new(
                     Verdict::Retryable { after: None },

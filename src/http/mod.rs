@@ -9,10 +9,14 @@
 pub mod auth;
 pub mod health;
 mod layers;
+pub mod messages;
 pub mod metrics;
 pub mod openapi;
 pub mod outbox;
+pub mod receipts;
 
+#[cfg(test)]
+mod messages_tests;
 #[cfg(test)]
 mod outbox_tests;
 #[cfg(test)]
@@ -66,6 +70,7 @@ pub fn router_with_limits(state: AppState, webhooks: Router<AppState>, limits: L
         .merge(health::routes())
         .merge(metrics::routes())
         .merge(webhooks)
+        .merge(receipts::routes())
         .merge(openapi::api_routes())
         .fallback(unknown_route)
         .layer(

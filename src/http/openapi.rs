@@ -38,6 +38,7 @@ pub const BEARER_SCHEME: &str = "bearer";
     tags(
         (name = "auth", description = "Who is calling"),
         (name = "outbox", description = "Queued, failed and dead deliveries"),
+        (name = "messages", description = "Messages to people over routes of channels"),
     )
 )]
 struct ApiDoc;
@@ -61,6 +62,7 @@ pub fn api_openapi_router() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(super::auth::whoami))
         .merge(super::outbox::routes())
+        .merge(super::messages::routes())
 }
 
 /// The `/api/v1` routes plus `GET /api/v1/openapi.json` describing them.

@@ -65,6 +65,9 @@ async fn setup() -> (Fixture, Router, Jobs) {
             status: Some(200),
             detail: detail.to_string(),
             next,
+            provider_ref: None,
+            route: None,
+            move_on: false,
         })
         .collect();
     let completed = outbox.complete(&batch, now).await;

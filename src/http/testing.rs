@@ -93,6 +93,7 @@ pub async fn fixture_with(
         shell_token: Arc::new(SecretString::from("test-shell-token")),
         admin_token: admin_token.map(|token| Arc::new(SecretString::from(token))),
         inbound: Default::default(),
+        delivery_wake: Default::default(),
     };
     Fixture { _dir: dir, state }
 }

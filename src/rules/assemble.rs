@@ -123,6 +123,18 @@ pub(super) fn assemble(dir: &Path, files: Vec<FileRules>, problems: &mut Vec<Pro
         commands.extend(file.commands);
     }
     rules.commands = assemble_commands(commands, problems);
+    if let Some(alerts) = &rules.delivery.alerts
+        && rules.channel(&alerts.channel).is_none()
+    {
+        let pos = delivery_at.unwrap_or_else(|| Pos::start_of(dir));
+        problems.push(Problem::at(
+            &pos,
+            format!(
+                "[delivery] alerts_channel names `{}`, which is no [[channel]] id",
+                alerts.channel
+            ),
+        ));
+    }
     rules
 }
 

@@ -132,6 +132,13 @@ pub struct DeliverySettings {
     /// How often idle workers look for due jobs.
     pub poll_interval: Duration,
     pub retry: RetryPolicy,
+    pub circuit: CircuitSettings,
+    /// Where operators are told about open circuits and rejected rule reloads (the ops
+    /// chat), if anywhere.
+    pub alerts: Option<AlertsTarget>,
+    /// The IANA zone in which daily and monthly quotas roll over; Chinese vendors count
+    /// in China time.
+    pub quota_time_zone: String,
 }
 
 impl Default for DeliverySettings {
@@ -142,8 +149,43 @@ impl Default for DeliverySettings {
             concurrency: 32,
             poll_interval: Duration::from_millis(500),
             retry: RetryPolicy::default(),
+            circuit: CircuitSettings::default(),
+            alerts: None,
+            quota_time_zone: DEFAULT_QUOTA_TIME_ZONE.to_string(),
         }
     }
+}
+
+pub const DEFAULT_QUOTA_TIME_ZONE: &str = "Asia/Shanghai";
+
+/// When a channel account's circuit opens and for how long.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CircuitSettings {
+    /// Consecutive retryable failures that open the circuit.
+    pub failures: u32,
+    /// How long a run of failures keeps it open before one probe is let through.
+    pub cooldown: Duration,
+    /// How long an account-disabled answer keeps it open before a probe.
+    pub disabled_cooldown: Duration,
+}
+
+impl Default for CircuitSettings {
+    fn default() -> Self {
+        Self {
+            failures: 5,
+            cooldown: Duration::from_secs(60),
+            disabled_cooldown: Duration::from_secs(10 * 60),
+        }
+    }
+}
+
+/// The channel (and, for channels that message a person, the address) that receives
+/// operational alerts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlertsTarget {
+    pub channel: String,
+    /// Empty for a group robot, which posts to its group.
+    pub to: String,
 }
 
 /// When to try a failed send again: data, not code, so operators can tune it.

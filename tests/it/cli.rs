@@ -137,6 +137,15 @@ fn sighup_reloads_the_rules_and_a_bad_reload_keeps_the_old_ones() {
             std::fs::copy(&path, rules_dir.path().join(path.file_name().unwrap())).unwrap();
         }
     }
+    // Alerts go to the shipped log channel, so the rejected reload shows up in its file.
+    let delivery = rules_dir.path().join("delivery.toml");
+    let text = std::fs::read_to_string(&delivery).unwrap();
+    let text = text.replacen(
+        "[delivery]\n",
+        "[delivery]\nalerts_channel = \"log\"\nalerts_to = \"ops-team\"\n",
+        1,
+    );
+    std::fs::write(&delivery, text).unwrap();
     let served = Served::start(rules_dir.path());
     assert!(
         !served
@@ -169,7 +178,24 @@ fn sighup_reloads_the_rules_and_a_bad_reload_keeps_the_old_ones() {
         .args(["-HUP", &served.child.id().to_string()])
         .status()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(500));
+    let outbox_file = served.dir.path().join("qunfa-outbox.jsonl");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let lines = std::fs::read_to_string(&outbox_file).unwrap_or_default();
+        if lines.contains("rules reload rejected") {
+            assert!(lines.contains("ops-team"), "{lines}");
+            assert!(
+                lines.contains("zz-extra.toml:1:"),
+                "the alert names the problem: {lines}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the ops chat never heard of the rejected reload"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     assert!(
         served
             .shell("newbie", "/whoami\n")

@@ -75,6 +75,9 @@ fn done(job_id: i64, attempt: i64, next: Next) -> Completion {
         status: Some(200),
         detail: "provider said so".into(),
         next,
+        provider_ref: None,
+        route: None,
+        move_on: false,
     }
 }
 

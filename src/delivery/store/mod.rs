@@ -4,14 +4,21 @@
 //! only row locking differs.
 
 mod inspect;
+mod messages;
 mod queue;
+mod receipts;
 
 use serde::{Deserialize, Serialize};
 
 use crate::db::Db;
 
 pub use inspect::{AttemptRow, JobRow, OutboxSummary, Requeue};
-pub use queue::{ClaimedJob, Completion, Enqueued, NewJob};
+pub use messages::{
+    Accepted, MessageAttempt, MessageState, MessageStep, MessageView, NewMessage, NewStep,
+    StepState,
+};
+pub use queue::{ClaimedJob, Completion, Enqueued, NewJob, RouteStep};
+pub use receipts::ReceiptsRecorded;
 
 /// Where a job stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]

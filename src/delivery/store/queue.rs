@@ -37,6 +37,15 @@ pub struct ClaimedJob {
     pub attempt: i64,
     pub failures: i64,
     pub expires_at: UnixMillis,
+    /// The routed message and step this job delivers, if it came from a route.
+    pub route: Option<RouteStep>,
+}
+
+/// A job's place in a routed message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteStep {
+    pub message_id: String,
+    pub step: i64,
 }
 
 /// The outcome of one attempt, ready to record.
@@ -52,9 +61,24 @@ pub struct Completion {
     pub status: Option<i64>,
     pub detail: String,
     pub next: Next,
+    /// The provider's id for what it accepted (for receipts and read status).
+    pub provider_ref: Option<String>,
+    /// The routed message and step, when the job came from a route.
+    pub route: Option<RouteStep>,
+    /// This channel cannot reach the recipient now (recipient invalid, account disabled,
+    /// retries exhausted, circuit open): if the route has a further step, this step ends
+    /// here and the next one starts in the same transaction; otherwise `next` applies.
+    pub move_on: bool,
 }
 
-/// Attempt rows per multi-row INSERT: 8 parameters each, well inside SQLite's and
+fn route_of(message_id: Option<String>, step: Option<i64>) -> Option<RouteStep> {
+    Some(RouteStep {
+        message_id: message_id?,
+        step: step?,
+    })
+}
+
+/// Attempt rows per multi-row INSERT: 9 parameters each, well inside SQLite's and
 /// PostgreSQL's parameter limits.
 const ATTEMPT_ROWS_PER_STATEMENT: usize = 256;
 /// Job ids per `IN (...)` list.
@@ -131,7 +155,7 @@ impl Outbox {
                  WHERE state IN ('queued', 'retry_wait') AND run_at <= $3 \
                  ORDER BY run_at, id LIMIT $4 {lock}) \
              RETURNING id, idempotency_key, channel, recipient, payload, attempts, failures, \
-             expires_at"
+             expires_at, message_id, step"
         );
         let rows = sqlx::query(&sql)
             .bind(worker)
@@ -152,6 +176,7 @@ impl Outbox {
                     attempt: row.try_get("attempts")?,
                     failures: row.try_get("failures")?,
                     expires_at: row.try_get("expires_at")?,
+                    route: route_of(row.try_get("message_id")?, row.try_get("step")?),
                 })
             })
             .collect::<Result<Vec<_>, sqlx::Error>>()?;
@@ -251,25 +276,16 @@ impl Outbox {
         for chunk in batch.chunks(ATTEMPT_ROWS_PER_STATEMENT) {
             let rows = (0..chunk.len())
                 .map(|i| {
-                    let p = i * 8;
-                    format!(
-                        "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${})",
-                        p + 1,
-                        p + 2,
-                        p + 3,
-                        p + 4,
-                        p + 5,
-                        p + 6,
-                        p + 7,
-                        p + 8
-                    )
+                    let p = i * 9;
+                    let params: Vec<String> = (1..=9).map(|k| format!("${}", p + k)).collect();
+                    format!("({})", params.join(", "))
                 })
                 .collect::<Vec<_>>()
                 .join(", ");
             let sql = format!(
                 "INSERT INTO delivery_attempts \
-                 (job_id, attempt, worker, started_at, duration_ms, outcome, status, detail) \
-                 VALUES {rows}"
+                 (job_id, attempt, worker, started_at, duration_ms, outcome, status, detail, \
+                 provider_ref) VALUES {rows}"
             );
             let mut insert = sqlx::query(&sql);
             for done in chunk {
@@ -281,7 +297,8 @@ impl Outbox {
                     .bind(done.duration_ms)
                     .bind(done.outcome)
                     .bind(done.status)
-                    .bind(&done.detail);
+                    .bind(&done.detail)
+                    .bind(done.provider_ref.as_deref());
             }
             insert.execute(&mut *tx).await?;
         }
@@ -306,6 +323,12 @@ impl Outbox {
             update.execute(&mut *tx).await?;
         }
         for done in batch.iter().filter(|done| done.next != Next::Sent) {
+            if done.move_on
+                && let Some(route) = &done.route
+                && Self::move_to_next_step(&mut tx, done, route, now).await?
+            {
+                continue;
+            }
             let update = match &done.next {
                 Next::Retry {
                     run_at,
@@ -321,23 +344,152 @@ impl Outbox {
                 .bind(now)
                 .bind(done.job_id)
                 .bind(done.attempt),
-                Next::Sent | Next::Failed | Next::Dead => sqlx::query(
-                    "UPDATE delivery_jobs SET state = $1, lease_owner = NULL, lease_until = NULL, \
-                     failures = failures + 1, last_error = $2, updated_at = $3 \
-                     WHERE id = $4 AND state = 'leased' AND attempts = $5",
-                )
-                .bind(if done.next == Next::Dead {
-                    "dead"
-                } else {
-                    "failed"
-                })
-                .bind(&done.detail)
-                .bind(now)
-                .bind(done.job_id)
-                .bind(done.attempt),
+                Next::Sent | Next::Failed | Next::Dead => Self::end_job(
+                    done,
+                    if done.next == Next::Dead {
+                        "dead"
+                    } else {
+                        "failed"
+                    },
+                    &done.detail,
+                    now,
+                ),
             };
             update.execute(&mut *tx).await?;
         }
         tx.commit().await
     }
+
+    /// Ends a job whose claim is still current as `state` (`failed` or `dead`).
+    fn end_job<'q>(
+        done: &'q Completion,
+        state: &'static str,
+        detail: &'q str,
+        now: UnixMillis,
+    ) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+        sqlx::query(
+            "UPDATE delivery_jobs SET state = $1, lease_owner = NULL, lease_until = NULL, \
+             failures = failures + 1, last_error = $2, updated_at = $3 \
+             WHERE id = $4 AND state = 'leased' AND attempts = $5",
+        )
+        .bind(state)
+        .bind(detail)
+        .bind(now)
+        .bind(done.job_id)
+        .bind(done.attempt)
+    }
+
+    /// Ends this step and starts the route's next addressable step, if there is one.
+    /// False (and nothing written) when the route has no further step or the claim is no
+    /// longer current.
+    async fn move_to_next_step(
+        tx: &mut AnyConnection,
+        done: &Completion,
+        route: &RouteStep,
+        now: UnixMillis,
+    ) -> Result<bool, sqlx::Error> {
+        let next = Self::next_step(tx, &route.message_id, route.step).await?;
+        let Some((step, channel, recipient, payload)) = next else {
+            return Ok(false);
+        };
+        let state = if done.next == Next::Dead {
+            "dead"
+        } else {
+            "failed"
+        };
+        let detail = format!("{}; moved on to step {step} (`{channel}`)", done.detail);
+        let ended = Self::end_job(done, state, &detail, now)
+            .execute(&mut *tx)
+            .await?;
+        if ended.rows_affected() == 0 {
+            return Ok(false);
+        }
+        let (expires_at,): (i64,) =
+            sqlx::query_as("SELECT expires_at FROM delivery_jobs WHERE id = $1")
+                .bind(done.job_id)
+                .fetch_one(&mut *tx)
+                .await?;
+        let job = StepJob {
+            message_id: &route.message_id,
+            step,
+            channel: &channel,
+            recipient: &recipient,
+            payload: &payload,
+        };
+        Self::enqueue_step(tx, &job, now, expires_at).await?;
+        Ok(true)
+    }
+
+    /// The route's first addressable step after `step` that has no job yet: its number,
+    /// channel, recipient address and payload.
+    pub(super) async fn next_step(
+        tx: &mut AnyConnection,
+        message_id: &str,
+        step: i64,
+    ) -> Result<Option<(i64, String, String, String)>, sqlx::Error> {
+        sqlx::query_as(
+            "SELECT step, channel, recipient, payload FROM message_steps \
+             WHERE message_id = $1 AND step > $2 AND job_id IS NULL AND recipient IS NOT NULL \
+             ORDER BY step LIMIT 1",
+        )
+        .bind(message_id)
+        .bind(step)
+        .fetch_optional(&mut *tx)
+        .await
+    }
+
+    /// Queues the job of one route step and links the step to it. The job inherits the
+    /// message's maximum age, so a long route cannot outlive the retry policy.
+    pub(super) async fn enqueue_step(
+        tx: &mut AnyConnection,
+        job: &StepJob<'_>,
+        now: UnixMillis,
+        expires_at: UnixMillis,
+    ) -> Result<i64, sqlx::Error> {
+        let key = format!("{}/{}", job.message_id, job.step);
+        let inserted: Option<(i64,)> = sqlx::query_as(
+            "INSERT INTO delivery_jobs (idempotency_key, channel, recipient, payload, state, \
+             run_at, created_at, updated_at, expires_at, message_id, step) \
+             VALUES ($1, $2, $3, $4, 'queued', $5, $5, $5, $6, $7, $8) \
+             ON CONFLICT (idempotency_key) DO NOTHING RETURNING id",
+        )
+        .bind(&key)
+        .bind(job.channel)
+        .bind(job.recipient)
+        .bind(job.payload)
+        .bind(now)
+        .bind(expires_at)
+        .bind(job.message_id)
+        .bind(job.step)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let id = match inserted {
+            Some((id,)) => id,
+            None => {
+                let (id,): (i64,) =
+                    sqlx::query_as("SELECT id FROM delivery_jobs WHERE idempotency_key = $1")
+                        .bind(&key)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                id
+            }
+        };
+        sqlx::query("UPDATE message_steps SET job_id = $1 WHERE message_id = $2 AND step = $3")
+            .bind(id)
+            .bind(job.message_id)
+            .bind(job.step)
+            .execute(&mut *tx)
+            .await?;
+        Ok(id)
+    }
+}
+
+/// One route step's job, ready to queue.
+#[derive(Debug, Clone)]
+pub(super) struct StepJob<'a> {
+    pub message_id: &'a str,
+    pub step: i64,
+    pub channel: &'a str,
+    pub recipient: &'a str,
+    pub payload: &'a str,
 }

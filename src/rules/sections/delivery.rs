@@ -7,7 +7,7 @@ use toml_edit::TableLike;
 
 use super::{parse_duration_at, read_duration};
 use crate::rules::duration;
-use crate::rules::model::{DeliverySettings, RetryPolicy};
+use crate::rules::model::{AlertsTarget, CircuitSettings, DeliverySettings, RetryPolicy};
 use crate::rules::problem::{At, Pos, Problem, Source};
 use crate::rules::reader::Fields;
 
@@ -42,6 +42,37 @@ pub(in crate::rules) fn read_delivery(
         .table("retry", problems)
         .map(|(retry, pos)| read_retry(source, retry, pos, problems))
         .unwrap_or_else(|| defaults.retry.clone());
+    let circuit = fields
+        .table("circuit", problems)
+        .map(|(circuit, pos)| read_circuit(source, circuit, pos, problems))
+        .unwrap_or_else(|| defaults.circuit.clone());
+    let alerts_channel = fields.string("alerts_channel", problems);
+    let alerts_to = fields.string("alerts_to", problems);
+    if alerts_to.is_some() && alerts_channel.is_none() {
+        let pos = fields.key_pos("alerts_to");
+        problems.push(Problem::at(
+            &pos,
+            "`alerts_to` needs `alerts_channel`, the channel that carries the alerts",
+        ));
+    }
+    let alerts = alerts_channel.map(|channel| AlertsTarget {
+        channel: channel.value,
+        to: alerts_to.map(|to| to.value).unwrap_or_default(),
+    });
+    let zone = fields.string("quota_time_zone", problems).and_then(|zone| {
+        match jiff::tz::TimeZone::get(&zone.value) {
+            Ok(_) => Some(zone.value),
+            Err(error) => {
+                problems.push(Problem::at(
+                    &zone.pos,
+                    format!(
+                        "`quota_time_zone` must be an IANA time zone such as \"Asia/Shanghai\" or \"UTC\": {error}"
+                    ),
+                ));
+                None
+            }
+        }
+    });
     check_lease(
         &fields,
         http_timeout.as_ref(),
@@ -56,6 +87,43 @@ pub(in crate::rules) fn read_delivery(
         concurrency: concurrency.unwrap_or(defaults.concurrency),
         poll_interval: poll_interval.map_or(defaults.poll_interval, |at| at.value),
         retry,
+        circuit,
+        alerts,
+        quota_time_zone: zone.unwrap_or(defaults.quota_time_zone),
+    }
+}
+
+fn read_circuit(
+    source: &Source<'_>,
+    table: &dyn TableLike,
+    pos: Pos,
+    problems: &mut Vec<Problem>,
+) -> CircuitSettings {
+    let defaults = CircuitSettings::default();
+    let mut fields = Fields::new(source, table, "[delivery.circuit]", pos);
+    let failures =
+        fields
+            .integer("failures", problems)
+            .and_then(|number| match u32::try_from(number.value) {
+                Ok(failures) if (1..=1000).contains(&failures) => Some(failures),
+                _ => {
+                    problems.push(Problem::at(
+                        &number.pos,
+                        format!(
+                            "`failures` must be between 1 and 1000, found {}",
+                            number.value
+                        ),
+                    ));
+                    None
+                }
+            });
+    let cooldown = read_duration(&mut fields, "cooldown", problems);
+    let disabled_cooldown = read_duration(&mut fields, "disabled_cooldown", problems);
+    fields.finish(problems);
+    CircuitSettings {
+        failures: failures.unwrap_or(defaults.failures),
+        cooldown: cooldown.map_or(defaults.cooldown, |at| at.value),
+        disabled_cooldown: disabled_cooldown.map_or(defaults.disabled_cooldown, |at| at.value),
     }
 }
 

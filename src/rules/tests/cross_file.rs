@@ -209,3 +209,33 @@ fn problems_in_every_file_are_all_reported_in_order() {
         "{problems:#?}"
     );
 }
+
+#[test]
+fn the_alerts_channel_must_exist_and_limits_must_be_sane() {
+    assert_one_problem(
+        &[("a.toml", "[delivery]\nalerts_channel = \"ops\"\n")],
+        "a.toml:1:1",
+        &["alerts_channel names `ops`, which is no [[channel]] id"],
+    );
+    assert_one_problem(
+        &[("a.toml", "[delivery]\nquota_time_zone = \"Mars/Olympus\"\n")],
+        "a.toml:2:19",
+        &["`quota_time_zone` must be an IANA time zone"],
+    );
+    assert_one_problem(
+        &[(
+            "a.toml",
+            "[[channel]]\nid = \"log\"\nkind = \"log\"\npath = \"x\"\nbatch_size = 2\n",
+        )],
+        "a.toml:5:14",
+        &["`batch_size` must be between 1 and 1"],
+    );
+    assert_one_problem(
+        &[(
+            "a.toml",
+            "[[channel]]\nid = \"log\"\nkind = \"log\"\npath = \"x\"\nper_day = -1\n",
+        )],
+        "a.toml:5:11",
+        &["`per_day` must be between 0 (no limit)"],
+    );
+}

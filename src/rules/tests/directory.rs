@@ -229,3 +229,24 @@ fn the_readme_examples_are_valid_rules() {
     assert_eq!(rules.api_tokens.len(), 1);
     assert_eq!(rules.command("h").map(|c| c.name.as_str()), Some("help"));
 }
+
+#[test]
+fn circuit_alerts_and_quota_zone_are_read() {
+    let rules = loads(&[(
+        "delivery.toml",
+        "[delivery]\nalerts_channel = \"ops\"\nquota_time_zone = \"UTC\"\n[delivery.circuit]\nfailures = 3\ncooldown = \"30s\"\n\n[[channel]]\nid = \"ops\"\nkind = \"log\"\npath = \"ops.jsonl\"\nper_minute = 20\nrecipient_per_day = 0\n",
+    )]);
+    assert_eq!(rules.delivery.circuit.failures, 3);
+    assert_eq!(rules.delivery.circuit.cooldown, Duration::from_secs(30));
+    assert_eq!(
+        rules.delivery.circuit.disabled_cooldown,
+        Duration::from_secs(600),
+        "the default"
+    );
+    let alerts = rules.delivery.alerts.as_ref().unwrap();
+    assert_eq!((alerts.channel.as_str(), alerts.to.as_str()), ("ops", ""));
+    assert_eq!(rules.delivery.quota_time_zone, "UTC");
+    let ops = rules.channel("ops").unwrap();
+    assert_eq!(ops.limits.per_minute, Some(20));
+    assert_eq!(ops.limits.recipient_per_day, None);
+}

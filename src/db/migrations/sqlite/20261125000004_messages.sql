@@ -6,6 +6,8 @@ CREATE TABLE messages (
     id              TEXT    PRIMARY KEY,
     -- The caller's Idempotency-Key: the same key twice is one message.
     idempotency_key TEXT    UNIQUE,
+    -- The request behind the key: the same key with another message is refused.
+    request_sha256  TEXT    NOT NULL,
     -- The recipient object as given (addresses per platform), JSON.
     recipient       TEXT    NOT NULL,
     created_at      INTEGER NOT NULL
