@@ -16,6 +16,8 @@ mod webhook;
 mod feishu_app;
 mod feishu_bot;
 mod feishu_content;
+#[cfg(test)]
+mod feishu_slack_registry_tests;
 mod markdown_pieces;
 #[cfg(test)]
 mod provider_mock;
