@@ -200,8 +200,11 @@ impl Channel for FeishuBotChannel {
         }
         let recipient = Some(ctx.recipient).filter(|r| !r.trim().is_empty());
         let now_ms = self.clock.now_ms();
-        let body = match self.fitted_body(message, &Mentions::of(message, recipient), now_ms / 1000)
-        {
+        let body = match self.fitted_body(
+            message,
+            &Mentions::of(message, recipient),
+            now_ms.div_euclid(1000),
+        ) {
             Ok(body) => body,
             Err(error) => return SendResult::unsendable(&error),
         };
