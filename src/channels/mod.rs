@@ -23,6 +23,16 @@ mod dingtalk_robot;
 pub use dingtalk_app::DingtalkAppChannel;
 pub use dingtalk_robot::DingtalkRobotChannel;
 // -- feishu / slack
+mod feishu_app;
+mod feishu_bot;
+mod feishu_content;
+#[cfg(test)]
+mod feishu_slack_registry_tests;
+mod markdown_pieces;
+#[cfg(test)]
+mod provider_mock;
+mod slack;
+mod slack_render;
 // -- sms / email
 mod aliyun_sms;
 mod answer;

@@ -10,7 +10,7 @@ use super::{AliyunSmsChannel, AliyunSmsSettings, SendgridChannel, SendgridSettin
 use super::{SmtpChannel, SmtpSettings, TencentSmsChannel, TencentSmsSettings};
 use super::{TwilioSmsChannel, TwilioSmsSettings};
 use crate::clock::SharedClock;
-use crate::rules::{ChannelAccount, ChannelKind, Limits, Rules};
+use crate::rules::{ChannelAccount, ChannelKind, Limits, Rules, SlackAuth};
 
 /// A configured channel: ready to send, or disabled with a reason an operator can act on.
 #[derive(Debug, Clone)]
@@ -225,7 +225,43 @@ fn build_one(account: &ChannelAccount, ctx: &BuildContext) -> ChannelStatus {
             ctx,
         )),
         // -- feishu / slack
-
+        ChannelKind::FeishuBot {
+            hook_token,
+            secret,
+            base_url,
+        } => BuildContext::status(hook_token.resolve().and_then(|token| {
+            let secret = secret.as_ref().map(|secret| secret.resolve()).transpose()?;
+            super::feishu_bot::FeishuBotChannel::new(
+                base_url,
+                &token,
+                secret,
+                ctx.timeout,
+                ctx.clock.clone(),
+            )
+            .map_err(|error| format!("environment variable `{}`: {error}", hook_token.env))
+        })),
+        ChannelKind::FeishuApp {
+            app_id,
+            app_secret,
+            base_url,
+        } => BuildContext::status(app_secret.resolve().map(|secret| {
+            super::feishu_app::FeishuAppChannel::new(
+                base_url,
+                app_id,
+                secret,
+                ctx.timeout,
+                ctx.clock.clone(),
+            )
+        })),
+        ChannelKind::Slack { auth, base_url } => BuildContext::status(match auth {
+            SlackAuth::Webhook(url) => url.resolve().and_then(|value| {
+                super::slack::SlackChannel::webhook(value, ctx.timeout, ctx.clock.clone())
+                    .map_err(|error| format!("environment variable `{}`: {error}", url.env))
+            }),
+            SlackAuth::BotToken(token) => token.resolve().map(|value| {
+                super::slack::SlackChannel::bot(base_url, value, ctx.timeout, ctx.clock.clone())
+            }),
+        }),
         // -- sms / email
         ChannelKind::TwilioSms {
             base_url,

@@ -6,7 +6,7 @@ use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 
 use super::assemble::assemble;
-use super::model::{ChannelKind, Rules, SecretRef};
+use super::model::{ChannelKind, Rules, SecretRef, SlackAuth};
 use super::problem::{Problem, RulesError, Source};
 use super::sections::{FileRules, read_file};
 
@@ -57,6 +57,13 @@ pub fn secret_warnings(rules: &Rules) -> Vec<String> {
             } => std::iter::once(access_token).chain(secret).collect(),
             ChannelKind::DingtalkApp { app_secret, .. } => vec![app_secret],
             // -- feishu / slack
+            ChannelKind::FeishuBot {
+                hook_token, secret, ..
+            } => std::iter::once(hook_token).chain(secret).collect(),
+            ChannelKind::FeishuApp { app_secret, .. } => vec![app_secret],
+            ChannelKind::Slack { auth, .. } => match auth {
+                SlackAuth::Webhook(secret) | SlackAuth::BotToken(secret) => vec![secret],
+            },
             ChannelKind::TwilioSms { auth_token, .. } => vec![auth_token],
             ChannelKind::AliyunSms {
                 access_key_secret, ..

@@ -446,7 +446,22 @@ pub enum ChannelKind {
         base_url: Option<String>,
     },
     // -- feishu / slack
-
+    /// Feishu / Lark custom group bot: `POST {base_url}/open-apis/bot/v2/hook/{hook_token}`,
+    /// signed when the bot has a signing secret.
+    FeishuBot {
+        hook_token: SecretRef,
+        secret: Option<SecretRef>,
+        base_url: String,
+    },
+    /// Feishu / Lark self-built app sending 1:1 messages through `im/v1/messages`.
+    FeishuApp {
+        app_id: String,
+        app_secret: SecretRef,
+        base_url: String,
+    },
+    /// Slack: an incoming webhook (one channel) or a bot token (`chat.postMessage` to each
+    /// recipient's user or channel id).
+    Slack { auth: SlackAuth, base_url: String },
     // -- sms / email
     /// Twilio Programmable Messaging: one SMS per recipient through the Messages API.
     TwilioSms {
@@ -530,7 +545,9 @@ impl ChannelKind {
             ChannelKind::DingtalkRobot { .. } => "dingtalk_robot",
             ChannelKind::DingtalkApp { .. } => "dingtalk_app",
             // -- feishu / slack
-
+            ChannelKind::FeishuBot { .. } => "feishu_bot",
+            ChannelKind::FeishuApp { .. } => "feishu_app",
+            ChannelKind::Slack { .. } => "slack",
             // -- sms / email
             ChannelKind::TwilioSms { .. } => "twilio_sms",
             ChannelKind::AliyunSms { .. } => "aliyun_sms",
@@ -593,7 +610,37 @@ impl ChannelKind {
                 ..
             } => Limits::default(),
             // -- feishu / slack
-
+            // A custom bot takes 100 a minute and 5 a second; quotas are counted per
+            // minute, so the per-second burst is left to the delivery pacing and to the
+            // 11232 answer (rate limited) when it trips.
+            ChannelKind::FeishuBot { .. } => Limits {
+                per_minute: Some(100),
+                ..Limits::default()
+            },
+            // `im/v1/messages` allows 1000 a minute and 50 a second per app; the minute
+            // figure binds first (50/s would be 3000). The 5-a-second cap per user is below
+            // what a per-minute counter can express and is answered with 230020.
+            ChannelKind::FeishuApp { .. } => Limits {
+                per_minute: Some(1000),
+                ..Limits::default()
+            },
+            // Slack posts about one message a second per channel: an incoming webhook is
+            // one channel; a bot posts to one channel per recipient, under a workspace-wide
+            // limit Slack does not publish as a number.
+            ChannelKind::Slack {
+                auth: SlackAuth::Webhook(_),
+                ..
+            } => Limits {
+                per_minute: Some(60),
+                ..Limits::default()
+            },
+            ChannelKind::Slack {
+                auth: SlackAuth::BotToken(_),
+                ..
+            } => Limits {
+                recipient_per_minute: Some(60),
+                ..Limits::default()
+            },
             // -- sms / email
             // A long code sends one segment a second; Twilio queues the excess for up to
             // four hours and then fails it, so the default paces at the number's speed.
@@ -638,7 +685,11 @@ impl ChannelKind {
                 ..
             } => 20,
             // -- feishu / slack
-
+            // One message per call on all three: the bot and the webhook post to one group,
+            // `im/v1/messages` and `chat.postMessage` take one receiver.
+            ChannelKind::FeishuBot { .. }
+            | ChannelKind::FeishuApp { .. }
+            | ChannelKind::Slack { .. } => 1,
             // -- sms / email
             ChannelKind::AliyunSms { .. } => 1000,
             ChannelKind::TencentSms { .. } => 200,
@@ -647,6 +698,16 @@ impl ChannelKind {
             | ChannelKind::Sendgrid { .. } => 1,
         }
     }
+}
+
+// -- feishu / slack
+/// How a Slack channel account authenticates, which also decides where it posts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SlackAuth {
+    /// An incoming webhook URL: the whole URL is the secret and names the channel.
+    Webhook(SecretRef),
+    /// A bot token (`xoxb-…`) for `chat.postMessage`.
+    BotToken(SecretRef),
 }
 
 /// A person allowed to command the bot, by their id on one platform.

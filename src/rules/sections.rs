@@ -15,6 +15,7 @@ mod wecom;
 // -- dingtalk
 mod dingtalk;
 // -- feishu / slack
+mod feishu_slack;
 // -- sms / email
 mod delivery;
 mod inbound;
@@ -48,6 +49,9 @@ pub(super) const CHANNEL_KINDS: &[&str] = &[
     "dingtalk_robot",
     "dingtalk_app",
     // -- feishu / slack
+    "feishu_bot",
+    "feishu_app",
+    "slack",
     // -- sms / email
     "twilio_sms",
     "aliyun_sms",
@@ -55,34 +59,6 @@ pub(super) const CHANNEL_KINDS: &[&str] = &[
     "smtp",
     "sendgrid",
 ];
-/// Every channel kind of the design, so a kind this version lacks gets "not supported yet"
-/// rather than "unknown".
-const DESIGNED_CHANNEL_KINDS: [&str; 16] = [
-    "log",
-    "webhook",
-    "wecom_robot",
-    "wecom_app",
-    "dingtalk_robot",
-    "dingtalk_app",
-    "feishu_bot",
-    "feishu_app",
-    "slack",
-    "wechat_oa",
-    "qq",
-    "twilio_sms",
-    "aliyun_sms",
-    "tencent_sms",
-    "smtp",
-    "sendgrid",
-];
-
-/// The designed kinds this version does not read yet.
-fn planned_channel_kinds() -> Vec<&'static str> {
-    DESIGNED_CHANNEL_KINDS
-        .into_iter()
-        .filter(|kind| !CHANNEL_KINDS.contains(kind))
-        .collect()
-}
 
 /// Everything one file contributes, each value with where it was written.
 #[derive(Default)]

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use super::{CHANNEL_KINDS, FileRules, planned_channel_kinds, read_id, unsupported};
+use super::{CHANNEL_KINDS, FileRules, read_id, unsupported};
 use crate::rules::model::{ChannelAccount, ChannelKind, Limits, SecretRef};
 use crate::rules::problem::{At, Problem};
 use crate::rules::reader::Fields;
@@ -32,6 +32,9 @@ pub(super) fn read_channel(
         "dingtalk_app" => super::dingtalk::read_app(&mut fields, problems),
 
         // -- feishu / slack
+        "feishu_bot" => super::feishu_slack::read_feishu_bot(&mut fields, problems),
+        "feishu_app" => super::feishu_slack::read_feishu_app(&mut fields, problems),
+        "slack" => super::feishu_slack::read_slack(&mut fields, problems),
 
         // -- sms / email
         "twilio_sms" => super::sms_email::read_twilio_sms_channel(&mut fields, problems),
@@ -40,12 +43,7 @@ pub(super) fn read_channel(
         "smtp" => super::sms_email::read_smtp_channel(&mut fields, problems),
         "sendgrid" => super::sms_email::read_sendgrid_channel(&mut fields, problems),
         _ => {
-            return problems.push(unsupported(
-                "channel kind",
-                &kind,
-                CHANNEL_KINDS,
-                &planned_channel_kinds(),
-            ));
+            return problems.push(unsupported("channel kind", &kind, CHANNEL_KINDS, &[]));
         }
     };
     let limits = kind

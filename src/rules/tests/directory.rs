@@ -225,11 +225,17 @@ fn the_readme_examples_are_valid_rules() {
         "every section has an example"
     );
     let rules = loads(&[("examples.toml", &examples)]);
-    // Every channel example is read (each kind's section adds its own).
-    assert_eq!(
-        rules.channels.len(),
-        examples.matches("[[channel]]").count()
-    );
+    // Every channel kind this version reads has an example (counting them instead would
+    // change with each new kind).
+    for kind in crate::rules::sections::CHANNEL_KINDS {
+        assert!(
+            rules
+                .channels
+                .iter()
+                .any(|channel| channel.kind.name() == *kind),
+            "bot-rules/README.md has no example of channel kind `{kind}`"
+        );
+    }
     assert_eq!(rules.api_tokens.len(), 1);
     assert_eq!(rules.command("h").map(|c| c.name.as_str()), Some("help"));
 }

@@ -140,13 +140,16 @@ fn every_platform_is_served_and_a_typo_is_unknown() {
 }
 
 #[test]
-fn a_planned_channel_kind_is_not_supported_yet() {
+fn a_misspelt_channel_kind_gets_the_nearest_one() {
     assert_one_problem(
-        &[("a.toml", "[[channel]]\nid = \"sms\"\nkind = \"qq\"\n")],
+        &[(
+            "a.toml",
+            "[[channel]]\nid = \"sms\"\nkind = \"twillio_sms\"\n",
+        )],
         "a.toml:3:8",
         &[
-            "channel kind `qq` is not supported by this version yet",
-            "supported: log, webhook",
+            "unknown channel kind `twillio_sms`",
+            "did you mean `twilio_sms`?",
         ],
     );
 }
