@@ -1,10 +1,13 @@
 //! Outbox throughput, side by side with a bare reqwest loop in the same run.
 //!
-//! Enqueues N webhook-channel jobs (default 100,000; `QUNFA_BENCH_JOBS`), drains them
-//! through the real dispatcher (durable claims, signed requests, batched outcome
-//! records) to a local mock endpoint, then sends the same number of plain POSTs to the
-//! same endpoint with a bare reqwest loop at the same concurrency, and prints both rates
-//! and their ratio. SQLite by default; `QUNFA_TEST_POSTGRES_URL` adds a PostgreSQL run.
+//! Sends N plain POSTs (default 100,000; `QUNFA_BENCH_JOBS`) to a local mock provider with
+//! a bare reqwest loop, then enqueues N jobs and drains them through the real dispatcher
+//! (durable claims, quotas and breakers consulted, batched outcome records) twice:
+//! - one HTTP call per recipient: the signed webhook channel (target: 0.40 of the bare
+//!   loop's messages/s);
+//! - a batching channel: WeCom app messages, 1000 recipients per `message/send` call, the
+//!   token fetched once (target: 5× the bare loop's messages/s).
+//! SQLite by default; `QUNFA_TEST_POSTGRES_URL` adds PostgreSQL runs.
 //!
 //! Run with: `cargo bench --bench outbox`
 
@@ -15,7 +18,7 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::routing::post;
 use futures::StreamExt as _;
-use qunfa::channels::{ChannelStatus, WebhookChannel};
+use qunfa::channels::{ChannelStatus, WebhookChannel, WecomAppChannel};
 use qunfa::clock::{SharedClock, SystemClock};
 use qunfa::db::testing::TestDb;
 use qunfa::delivery::{DeliverySetup, Dispatcher, NewJob, Outbox};
@@ -28,6 +31,7 @@ const CONCURRENCY: usize = 32;
 struct Setup {
     settings: DeliverySettings,
     channel: ChannelStatus,
+    batch_size: usize,
 }
 
 impl DeliverySetup for Setup {
@@ -37,27 +41,63 @@ impl DeliverySetup for Setup {
     fn channel(&self, _id: &str) -> Option<ChannelStatus> {
         Some(self.channel.clone())
     }
+    fn batch_size(&self, _id: &str) -> usize {
+        self.batch_size
+    }
+    fn largest_batch(&self) -> usize {
+        self.batch_size
+    }
 }
 
+/// The mock provider: `/hook` takes one message per request; `/cgi-bin/message/send`
+/// answers like WeCom for every `|`-separated recipient. `messages` counts recipients.
 async fn mock_provider() -> (String, Arc<AtomicUsize>) {
-    let hits = Arc::new(AtomicUsize::new(0));
-    let counter = hits.clone();
-    let app = Router::new().route(
-        "/hook",
-        post(move |_body: axum::body::Bytes| {
-            let counter = counter.clone();
-            async move {
-                counter.fetch_add(1, Ordering::Relaxed);
-                axum::http::StatusCode::NO_CONTENT
-            }
-        }),
-    );
+    let messages = Arc::new(AtomicUsize::new(0));
+    let hook_counter = messages.clone();
+    let wecom_counter = messages.clone();
+    let app = Router::new()
+        .route(
+            "/hook",
+            post(move |_body: axum::body::Bytes| {
+                let counter = hook_counter.clone();
+                async move {
+                    counter.fetch_add(1, Ordering::Relaxed);
+                    axum::http::StatusCode::NO_CONTENT
+                }
+            }),
+        )
+        .route(
+            "/cgi-bin/gettoken",
+            axum::routing::get(|| async {
+                axum::Json(serde_json::json!({"errcode": 0, "errmsg": "ok", "access_token": "bench-token", "expires_in": 7200}))
+            }),
+        )
+        .route(
+            "/cgi-bin/message/send",
+            post(move |body: axum::body::Bytes| {
+                let counter = wecom_counter.clone();
+                async move {
+                    let body: serde_json::Value =
+                        serde_json::from_slice(&body).unwrap_or_default();
+                    let recipients = body["touser"].as_str().map_or(0, |to| to.split('|').count());
+                    counter.fetch_add(recipients, Ordering::Relaxed);
+                    axum::Json(serde_json::json!({"errcode": 0, "errmsg": "ok", "invaliduser": "", "msgid": "m"}))
+                }
+            }),
+        );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
-    let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
     tokio::spawn(async move { axum::serve(listener, app).await });
-    (url, hits)
+    (url, messages)
+}
+
+/// Which channel a run drains through.
+#[derive(Clone, Copy)]
+enum Mode {
+    PerRecipient,
+    Batching,
 }
 
 async fn bare_loop(url: &str, n: usize) -> f64 {
@@ -75,7 +115,14 @@ async fn bare_loop(url: &str, n: usize) -> f64 {
     n as f64 / started.elapsed().as_secs_f64()
 }
 
-async fn outbox_run(label: &str, test_db: TestDb, url: &str, hits: &AtomicUsize, n: usize) -> f64 {
+async fn outbox_run(
+    label: &str,
+    mode: Mode,
+    test_db: TestDb,
+    url: &str,
+    hits: &AtomicUsize,
+    n: usize,
+) -> f64 {
     let clock: SharedClock = Arc::new(SystemClock);
     let outbox = Outbox::new(test_db.db.clone());
     let keys: Vec<String> = (0..n).map(|i| format!("bench-{i}")).collect();
@@ -86,8 +133,8 @@ async fn outbox_run(label: &str, test_db: TestDb, url: &str, hits: &AtomicUsize,
             .iter()
             .map(|key| NewJob {
                 idempotency_key: key,
-                channel: "hooks",
-                recipient: "u",
+                channel: "bench",
+                recipient: key,
                 payload,
             })
             .collect();
@@ -97,16 +144,36 @@ async fn outbox_run(label: &str, test_db: TestDb, url: &str, hits: &AtomicUsize,
             .expect("enqueue");
     }
     let enqueue_rate = n as f64 / enqueue_started.elapsed().as_secs_f64();
-    let secret = SecretString::from("whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD");
-    let channel =
-        WebhookChannel::new(url, &secret, Duration::from_secs(10), clock.clone()).expect("channel");
+    let timeout = Duration::from_secs(10);
+    let (channel, batch_size): (ChannelStatus, usize) = match mode {
+        Mode::PerRecipient => {
+            let secret = SecretString::from("whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD");
+            let hook = format!("{url}/hook");
+            let channel =
+                WebhookChannel::new(&hook, &secret, timeout, clock.clone()).expect("channel");
+            (ChannelStatus::Ready(Arc::new(channel)), 1)
+        }
+        Mode::Batching => {
+            let channel = WecomAppChannel::new(
+                url,
+                "ww-bench",
+                1_000_002,
+                SecretString::from("bench-secret"),
+                None,
+                timeout,
+                clock.clone(),
+            );
+            (ChannelStatus::Ready(Arc::new(channel)), 1000)
+        }
+    };
     let setup = Setup {
         settings: DeliverySettings {
             concurrency: CONCURRENCY,
             poll_interval: Duration::from_millis(20),
             ..DeliverySettings::default()
         },
-        channel: ChannelStatus::Ready(Arc::new(channel)),
+        channel,
+        batch_size,
     };
     let dispatcher = Dispatcher::new(outbox.clone(), Arc::new(setup), clock, "bench".into());
     let hits_before = hits.load(Ordering::Relaxed);
@@ -129,7 +196,7 @@ async fn outbox_run(label: &str, test_db: TestDb, url: &str, hits: &AtomicUsize,
     let rate = n as f64 / started.elapsed().as_secs_f64();
     cancel.cancel();
     let _ = run.await;
-    println!("{label:<10} enqueue {enqueue_rate:>9.0} jobs/s   drain {rate:>9.0} jobs/s");
+    println!("{label:<22} enqueue {enqueue_rate:>9.0} jobs/s   drain {rate:>9.0} msg/s");
     test_db.cleanup().await.expect("cleanup");
     rate
 }
@@ -141,24 +208,32 @@ async fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(100_000);
     let (url, hits) = mock_provider().await;
-    println!("outbox benchmark: {n} jobs, concurrency {CONCURRENCY}, mock endpoint {url}");
-    let bare = bare_loop(&url, n).await;
-    println!("{:<10} send    {bare:>9.0} req/s", "bare loop");
-    let sqlite = outbox_run(
-        "sqlite",
-        TestDb::sqlite().await.expect("sqlite"),
-        &url,
-        &hits,
-        n,
-    )
-    .await;
-    println!("ratio sqlite/bare: {:.2}", sqlite / bare);
-    if let Some(pg) = TestDb::postgres().await.expect("postgres") {
-        let postgres = outbox_run("postgres", pg, &url, &hits, n).await;
-        println!("ratio postgres/bare: {:.2}", postgres / bare);
+    println!("outbox benchmark: {n} jobs, concurrency {CONCURRENCY}, mock provider {url}");
+    let bare = bare_loop(&format!("{url}/hook"), n).await;
+    println!("{:<22} send    {bare:>9.0} msg/s", "bare loop");
+    let runs = [
+        ("sqlite per-recipient", Mode::PerRecipient, false, 0.40),
+        ("sqlite batch 1000", Mode::Batching, false, 5.0),
+        ("postgres per-recipient", Mode::PerRecipient, true, 0.40),
+        ("postgres batch 1000", Mode::Batching, true, 5.0),
+    ];
+    for (label, mode, postgres, target) in runs {
+        let db = if postgres {
+            match TestDb::postgres().await.expect("postgres") {
+                Some(db) => db,
+                None => continue,
+            }
+        } else {
+            TestDb::sqlite().await.expect("sqlite")
+        };
+        let rate = outbox_run(label, mode, db, &url, &hits, n).await;
+        println!(
+            "ratio {label} / bare: {:.2} (target {target:.2})",
+            rate / bare
+        );
     }
     println!(
-        "mock endpoint received {} requests",
+        "mock provider received {} messages",
         hits.load(Ordering::Relaxed)
     );
 }

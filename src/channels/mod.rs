@@ -15,6 +15,7 @@ mod qq;
 mod wechat_oa;
 mod wecom;
 mod wecom_app;
+pub use wecom_app::WecomAppChannel;
 mod wecom_robot;
 // -- dingtalk
 mod dingtalk;
