@@ -7,6 +7,7 @@
 //!   loop's messages/s);
 //! - a batching channel: WeCom app messages, 1000 recipients per `message/send` call, the
 //!   token fetched once (target: 5× the bare loop's messages/s).
+//!
 //! SQLite by default; `QUNFA_TEST_POSTGRES_URL` adds PostgreSQL runs.
 //!
 //! Run with: `cargo bench --bench outbox`
