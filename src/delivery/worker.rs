@@ -60,7 +60,10 @@ pub trait DeliverySetup: Send + Sync + 'static {
 /// Most outcomes recorded in one transaction.
 const RECORD_BATCH: usize = 512;
 /// How many jobs per concurrency slot one claim may lease ahead of the sends.
-const CLAIM_AHEAD: usize = 4;
+const CLAIM_AHEAD: usize = 8;
+
+/// A claim running beside the sends: how many jobs it asked for, and what it got.
+type ClaimTask = tokio::task::JoinHandle<(usize, Result<Vec<ClaimedJob>, sqlx::Error>)>;
 /// How often expired leases are looked for at most.
 const REAP_EVERY: Duration = Duration::from_secs(1);
 /// Most jobs one claim leases, however large the batches.
@@ -178,7 +181,7 @@ impl<S: DeliverySetup> Dispatcher<S> {
     /// many sends. Claiming again starts when fewer than `concurrency` jobs are waiting.
     pub async fn run(self, cancel: CancellationToken, drain: Duration) {
         let this = Arc::new(self);
-        let (done_tx, done_rx) = mpsc::channel::<Completion>(RECORD_BATCH * 4);
+        let (done_tx, done_rx) = mpsc::channel::<Completion>(RECORD_BATCH);
         let recorder = tokio::spawn(record_outcomes(
             this.outbox.clone(),
             this.clock.clone(),
@@ -191,6 +194,10 @@ impl<S: DeliverySetup> Dispatcher<S> {
         // After a claim that found the queue drained (or failed), wait for the poll
         // interval, a wake-up or a finished send before asking again.
         let mut queue_drained = false;
+        // The claim in progress, if any: it runs beside the sends, so the slots are refilled
+        // from `waiting` while the database commits the next lease (one fsync) instead of
+        // idling until it returns. Its result is the number asked for and the jobs.
+        let mut claiming: Option<ClaimTask> = None;
         while !cancel.is_cancelled() {
             while in_flight.try_join_next().is_some() {}
             let settings = this.setup.settings();
@@ -203,33 +210,18 @@ impl<S: DeliverySetup> Dispatcher<S> {
             let claim_target = (settings.concurrency * CLAIM_AHEAD)
                 .max(this.setup.largest_batch() * 2)
                 .min(MAX_CLAIM);
-            if waiting.len() < claim_target / CLAIM_AHEAD && !queue_drained {
+            if claiming.is_none() && waiting.len() < claim_target / 2 && !queue_drained {
                 let want = claim_target - waiting.len();
-                let claimed = this
-                    .outbox
-                    .claim(
-                        &this.worker_id,
-                        this.clock.now_ms(),
-                        settings.lease,
-                        i64::try_from(want).unwrap_or(i64::MAX),
-                    )
-                    .await;
-                match claimed {
-                    Ok(jobs) => {
-                        if let Some(since) = failing_since.take() {
-                            tracing::info!(after = ?since.elapsed(), "claiming jobs works again");
-                        }
-                        queue_drained = jobs.len() < want;
-                        waiting.extend(jobs);
-                    }
-                    Err(error) => {
-                        if failing_since.is_none() {
-                            failing_since = Some(Instant::now());
-                            tracing::error!(%error, "cannot claim outbox jobs; retrying every poll interval");
-                        }
-                        queue_drained = true;
-                    }
-                }
+                let this = this.clone();
+                let lease = settings.lease;
+                claiming = Some(tokio::spawn(async move {
+                    let limit = i64::try_from(want).unwrap_or(i64::MAX);
+                    let claimed = this
+                        .outbox
+                        .claim(&this.worker_id, this.clock.now_ms(), lease, limit)
+                        .await;
+                    (want, claimed)
+                }));
             }
             while in_flight.len() < settings.concurrency {
                 let Some(group) = this.next_group(&mut waiting) else {
@@ -245,25 +237,48 @@ impl<S: DeliverySetup> Dispatcher<S> {
                     }
                 });
             }
-            let slots_full = in_flight.len() >= settings.concurrency;
-            if slots_full && waiting.len() >= claim_target / CLAIM_AHEAD {
-                tokio::select! {
-                    _ = in_flight.join_next() => {}
-                    _ = cancel.cancelled() => break,
+            let no_claim_running = claiming.is_none();
+            let claim_done = async {
+                match claiming.as_mut() {
+                    Some(task) => task.await,
+                    None => std::future::pending().await,
                 }
-            } else if queue_drained {
-                tokio::select! {
-                    _ = tokio::time::sleep(settings.poll_interval) => queue_drained = false,
-                    _ = this.wake.notified() => queue_drained = false,
-                    Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
-                    _ = cancel.cancelled() => break,
+            };
+            tokio::select! {
+                Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
+                claimed = claim_done => {
+                    claiming = None;
+                    queue_drained = true;
+                    match claimed {
+                        Ok((want, Ok(jobs))) => {
+                            if let Some(since) = failing_since.take() {
+                                tracing::info!(after = ?since.elapsed(), "claiming jobs works again");
+                            }
+                            queue_drained = jobs.len() < want;
+                            waiting.extend(jobs);
+                        }
+                        Ok((_, Err(error))) => {
+                            if failing_since.is_none() {
+                                failing_since = Some(Instant::now());
+                                tracing::error!(%error, "cannot claim outbox jobs; retrying every poll interval");
+                            }
+                        }
+                        Err(error) => tracing::error!(%error, "the claim task stopped abnormally"),
+                    }
                 }
-            } else if slots_full {
-                tokio::select! {
-                    _ = in_flight.join_next() => {}
-                    _ = cancel.cancelled() => break,
+                _ = tokio::time::sleep(settings.poll_interval), if queue_drained && no_claim_running => {
+                    queue_drained = false;
                 }
+                _ = this.wake.notified(), if queue_drained => queue_drained = false,
+                _ = cancel.cancelled() => break,
             }
+        }
+        // A claim still running leases jobs this process will not send: wait for it so they
+        // are handed back below rather than stuck until their lease runs out.
+        if let Some(task) = claiming.take()
+            && let Ok((_, Ok(jobs))) = task.await
+        {
+            waiting.extend(jobs);
         }
         let unstarted: Vec<i64> = waiting.iter().map(|job| job.id).collect();
         if let Err(error) = this
