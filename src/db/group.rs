@@ -4,8 +4,11 @@
 //! batching the statements that are waiting when a commit starts costs each request at most
 //! one commit's latency and divides the flushes by the concurrency.
 //!
-//! Each caller still gets its own answer only after the transaction holding its statement
-//! committed, so nothing is acknowledged before it is durable.
+//! A caller chooses what it waits for: [`GroupCommit::insert`] answers after the commit
+//! (nothing is acknowledged before it is durable), [`GroupCommit::queue`] only until the row
+//! is in the queue, for rows whose loss in a crash is acceptable and which must not slow the
+//! answer down. [`GroupCommit::flush`] is the barrier for both: it returns once everything
+//! queued before it has been written, which is what graceful shutdown and tests wait for.
 
 use sqlx::{AnyPool, Row};
 use tokio::sync::{mpsc, oneshot};
@@ -54,13 +57,7 @@ pub struct Insert {
 }
 
 impl Insert {
-    fn shape(
-        &self,
-    ) -> (
-        &'static str,
-        &'static [&'static str],
-        &'static [&'static str],
-    ) {
+    fn shape(&self) -> Shape {
         (self.table, self.columns, self.unique)
     }
 
@@ -81,7 +78,14 @@ impl Insert {
 
 struct Pending {
     insert: Insert,
-    reply: oneshot::Sender<Result<bool, String>>,
+    /// `None` for a queued row: nobody waits for its outcome, so a failure is logged here.
+    reply: Option<oneshot::Sender<Result<bool, String>>>,
+}
+
+enum Job {
+    Row(Pending),
+    /// Answered once every row received before it has been written.
+    Flush(oneshot::Sender<()>),
 }
 
 /// Rows per multi-row statement: well inside SQLite's and PostgreSQL's parameter limits.
@@ -91,14 +95,16 @@ const ROWS_PER_STATEMENT: usize = 100;
 /// task ends when the last handle is dropped.
 #[derive(Debug, Clone)]
 pub struct GroupCommit {
-    queue: mpsc::Sender<Pending>,
+    queue: mpsc::Sender<Job>,
 }
 
 impl GroupCommit {
     /// Starts the committing task on `pool` (the writer pool).
     pub fn start(pool: AnyPool) -> Self {
-        let (queue, pending) = mpsc::channel(MAX_GROUP * 4);
-        tokio::spawn(commit_groups(pool, pending));
+        // Bounded: when the database falls behind, queueing waits, so requests slow down
+        // instead of piling up rows in memory.
+        let (queue, jobs) = mpsc::channel(MAX_GROUP * 4);
+        tokio::spawn(commit_groups(pool, jobs));
         Self { queue }
     }
 
@@ -106,14 +112,39 @@ impl GroupCommit {
     /// whether it was inserted (false: its unique key existed already).
     pub async fn insert(&self, insert: Insert) -> Result<bool, sqlx::Error> {
         let (reply, answer) = oneshot::channel();
-        self.queue
-            .send(Pending { insert, reply })
-            .await
-            .map_err(|_| stopped())?;
+        self.send(Job::Row(Pending {
+            insert,
+            reply: Some(reply),
+        }))
+        .await?;
         answer
             .await
             .map_err(|_| stopped())?
             .map_err(sqlx::Error::Protocol)
+    }
+
+    /// Queues the row for the next grouped transaction without waiting for it: returns as
+    /// soon as the queue has room. The row is lost if the process dies before its commit,
+    /// and a failed write is only logged (with `qunfa_group_commit_lost_rows_total`).
+    pub async fn queue(&self, insert: Insert) -> Result<(), sqlx::Error> {
+        self.send(Job::Row(Pending {
+            insert,
+            reply: None,
+        }))
+        .await
+    }
+
+    /// Returns once every row queued or inserted before this call has been written
+    /// (committed, or failed and reported). Graceful shutdown calls it before closing the
+    /// pools; tests call it before reading rows that were queued.
+    pub async fn flush(&self) -> Result<(), sqlx::Error> {
+        let (done, finished) = oneshot::channel();
+        self.send(Job::Flush(done)).await?;
+        finished.await.map_err(|_| stopped())
+    }
+
+    async fn send(&self, job: Job) -> Result<(), sqlx::Error> {
+        self.queue.send(job).await.map_err(|_| stopped())
     }
 }
 
@@ -121,39 +152,99 @@ fn stopped() -> sqlx::Error {
     sqlx::Error::Protocol("the group-commit task has stopped".to_string())
 }
 
-async fn commit_groups(pool: AnyPool, mut pending: mpsc::Receiver<Pending>) {
-    let mut group = Vec::with_capacity(MAX_GROUP);
-    while pending.recv_many(&mut group, MAX_GROUP).await > 0 {
-        match run_group(&pool, &group).await {
-            Ok(inserted) => {
-                for (item, inserted) in group.drain(..).zip(inserted) {
-                    let _ = item.reply.send(Ok(inserted));
+async fn commit_groups(pool: AnyPool, mut jobs: mpsc::Receiver<Job>) {
+    let mut received = Vec::with_capacity(MAX_GROUP);
+    let mut rows = Vec::with_capacity(MAX_GROUP);
+    let mut barriers = Vec::new();
+    while jobs.recv_many(&mut received, MAX_GROUP).await > 0 {
+        for job in received.drain(..) {
+            match job {
+                Job::Row(row) => rows.push(row),
+                Job::Flush(done) => barriers.push(done),
+            }
+        }
+        if !rows.is_empty() {
+            write_rows(&pool, &mut rows).await;
+        }
+        // Every row received before a barrier was in this batch or an earlier one.
+        for done in barriers.drain(..) {
+            let _ = done.send(());
+        }
+    }
+}
+
+/// Writes one batch and answers every caller. The whole batch is one transaction; if it
+/// fails and holds rows of several shapes, each shape is tried again on its own, so one
+/// table's problem (a failing constraint, a missing table) does not take other requests'
+/// unrelated rows down with it.
+async fn write_rows(pool: &AnyPool, rows: &mut Vec<Pending>) {
+    let shapes = shapes(rows);
+    let outcome = match run_group(pool, rows, &shapes).await {
+        Err(_) if shapes.len() > 1 => {
+            let mut inserted = vec![Ok(false); rows.len()];
+            for shape in &shapes {
+                let alone = std::slice::from_ref(shape);
+                let result = run_group(pool, rows, alone).await;
+                for &index in &shape.1 {
+                    inserted[index] = match &result {
+                        Ok(answers) => Ok(answers[index]),
+                        Err(error) => Err(error.to_string()),
+                    };
                 }
             }
-            Err(error) => {
-                let message = error.to_string();
-                for item in group.drain(..) {
-                    let _ = item.reply.send(Err(message.clone()));
+            inserted
+        }
+        Err(error) => vec![Err(error.to_string()); rows.len()],
+        Ok(inserted) => inserted.into_iter().map(Ok).collect(),
+    };
+    for (row, outcome) in rows.drain(..).zip(outcome) {
+        match row.reply {
+            Some(reply) => {
+                let _ = reply.send(outcome);
+            }
+            None => {
+                if let Err(error) = outcome {
+                    lost(row.insert.table, &error);
                 }
             }
         }
     }
 }
 
-/// One transaction for the whole group: all of it commits or none of it does, and every
-/// caller hears the same outcome. Answers per row, in the group's order.
-async fn run_group(pool: &AnyPool, group: &[Pending]) -> Result<Vec<bool>, sqlx::Error> {
-    let mut inserted = vec![false; group.len()];
-    let mut shapes: Vec<(_, Vec<usize>)> = Vec::new();
-    for (index, item) in group.iter().enumerate() {
+fn lost(table: &'static str, error: &str) {
+    metrics::counter!("qunfa_group_commit_lost_rows_total", "table" => table).increment(1);
+    tracing::error!(table, %error, "a queued row could not be written and is lost");
+}
+
+type Shape = (
+    &'static str,
+    &'static [&'static str],
+    &'static [&'static str],
+);
+
+/// The batch's rows by shape (table, columns, unique key), as indexes, in first-seen order.
+fn shapes(rows: &[Pending]) -> Vec<(Shape, Vec<usize>)> {
+    let mut shapes: Vec<(Shape, Vec<usize>)> = Vec::new();
+    for (index, item) in rows.iter().enumerate() {
         let shape = item.insert.shape();
         match shapes.iter_mut().find(|(known, _)| *known == shape) {
             Some((_, members)) => members.push(index),
             None => shapes.push((shape, vec![index])),
         }
     }
+    shapes
+}
+
+/// One transaction for the rows of `shapes`: all of them commit or none do. Answers per
+/// row of `group`, by index (rows outside `shapes` read as not inserted).
+async fn run_group(
+    pool: &AnyPool,
+    group: &[Pending],
+    shapes: &[(Shape, Vec<usize>)],
+) -> Result<Vec<bool>, sqlx::Error> {
+    let mut inserted = vec![false; group.len()];
     let mut tx = pool.begin().await?;
-    for ((table, columns, unique), members) in &shapes {
+    for ((table, columns, unique), members) in shapes {
         for chunk in members.chunks(ROWS_PER_STATEMENT) {
             let rows = (0..chunk.len())
                 .map(|row| {
@@ -265,6 +356,53 @@ mod tests {
         assert!(broken.is_err());
         assert!(grouped.insert(event("a", "x")).await.unwrap());
         assert!(!grouped.insert(event("a", "x")).await.unwrap());
+        test_db.cleanup().await.unwrap();
+    }
+
+    async fn count(db: &crate::db::Db, table: &str) -> i64 {
+        let (rows,): (i64,) = sqlx::query_as(&format!("SELECT COUNT(*) FROM {table}"))
+            .fetch_one(db.reader())
+            .await
+            .unwrap();
+        rows
+    }
+
+    #[tokio::test]
+    async fn queued_rows_are_written_by_the_time_flush_returns() {
+        let test_db = TestDb::sqlite().await.unwrap();
+        let grouped = test_db.db.grouped().clone();
+        for i in 0..600 {
+            // More than one batch, with a duplicate of every id.
+            grouped
+                .queue(event("acct", &format!("e{}", i % 300)))
+                .await
+                .unwrap();
+        }
+        grouped.flush().await.unwrap();
+        assert_eq!(count(&test_db.db, "inbound_events").await, 300);
+        grouped.flush().await.unwrap();
+        test_db.cleanup().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_failing_table_does_not_take_the_other_rows_of_its_batch_down() {
+        let test_db = TestDb::sqlite().await.unwrap();
+        let grouped = test_db.db.grouped().clone();
+        // On this single-threaded runtime the committer runs only once the test awaits an
+        // answer, so the queued row and the inserted one arrive as one batch.
+        grouped
+            .queue(Insert {
+                table: "no_such_table",
+                columns: &["x"],
+                unique: &[],
+                values: vec![Param::Null],
+            })
+            .await
+            .unwrap();
+        grouped.queue(event("a", "queued")).await.unwrap();
+        assert!(grouped.insert(event("a", "awaited")).await.unwrap());
+        grouped.flush().await.unwrap();
+        assert_eq!(count(&test_db.db, "inbound_events").await, 2);
         test_db.cleanup().await.unwrap();
     }
 }

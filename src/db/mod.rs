@@ -214,7 +214,11 @@ impl Db {
             .map(|_| ())
     }
 
+    /// Writes what is still queued for a group commit, then closes the pools.
     pub async fn close(&self) {
+        if let Err(error) = self.grouped.flush().await {
+            tracing::error!(%error, "rows queued for the database could not be written at shutdown");
+        }
         self.writer.close().await;
         self.reader.close().await;
     }
