@@ -367,9 +367,7 @@ mod tests {
         rows
     }
 
-    #[tokio::test]
-    async fn queued_rows_are_written_by_the_time_flush_returns() {
-        let test_db = TestDb::sqlite().await.unwrap();
+    async fn queued_rows_are_written_by_the_time_flush_returns(test_db: TestDb) {
         let grouped = test_db.db.grouped().clone();
         for i in 0..600 {
             // More than one batch, with a duplicate of every id.
@@ -382,6 +380,18 @@ mod tests {
         assert_eq!(count(&test_db.db, "inbound_events").await, 300);
         grouped.flush().await.unwrap();
         test_db.cleanup().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn queued_rows_are_written_by_the_time_flush_returns_on_sqlite() {
+        queued_rows_are_written_by_the_time_flush_returns(TestDb::sqlite().await.unwrap()).await;
+    }
+
+    #[tokio::test]
+    async fn queued_rows_are_written_by_the_time_flush_returns_on_postgres() {
+        if let Some(test_db) = TestDb::postgres().await.unwrap() {
+            queued_rows_are_written_by_the_time_flush_returns(test_db).await;
+        }
     }
 
     #[tokio::test]
@@ -404,5 +414,22 @@ mod tests {
         grouped.flush().await.unwrap();
         assert_eq!(count(&test_db.db, "inbound_events").await, 2);
         test_db.cleanup().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn closing_the_database_writes_what_is_still_queued() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = crate::db::DatabaseUrl::Sqlite(dir.path().join("q.db"));
+        let db = crate::db::Db::open(&url).await.unwrap();
+        for i in 0..50 {
+            db.grouped()
+                .queue(event("acct", &format!("e{i}")))
+                .await
+                .unwrap();
+        }
+        db.close().await;
+        let reopened = crate::db::Db::open(&url).await.unwrap();
+        assert_eq!(count(&reopened, "inbound_events").await, 50);
+        reopened.close().await;
     }
 }

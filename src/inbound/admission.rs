@@ -170,3 +170,104 @@ impl Effects {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::testing::TestDb;
+
+    async fn count(db: &Db, table: &str) -> i64 {
+        db.grouped().flush().await.unwrap();
+        let (rows,): (i64,) = sqlx::query_as(&format!("SELECT COUNT(*) FROM {table}"))
+            .fetch_one(db.reader())
+            .await
+            .unwrap();
+        rows
+    }
+
+    async fn write_feedback(effects: &mut Effects, text: &str) {
+        sqlx::query(
+            "INSERT INTO feedback (platform, account, chat, user_id, text, received_at) \
+             VALUES ('p', 'a', 'c', 'u', $1, 1)",
+        )
+        .bind(text)
+        .execute(effects.connection())
+        .await
+        .unwrap();
+    }
+
+    fn claim(runtime: &Arc<InboundRuntime>, id: &str) -> Option<Admission> {
+        Admission::claim(runtime, "acct", id, 1)
+    }
+
+    async fn effects_commit_with_their_id_or_not_at_all(db: &Db) {
+        let runtime = Arc::new(InboundRuntime::default());
+        let admission = claim(&runtime, "m-1").unwrap();
+        assert!(claim(&runtime, "m-1").is_none(), "claimed at once");
+        let mut effects = admission.begin(db).await.unwrap().unwrap();
+        write_feedback(&mut effects, "lost").await;
+        drop(effects); // The process died before the commit.
+        assert_eq!(count(db, "feedback").await, 0);
+        assert_eq!(count(db, "inbound_events").await, 0);
+
+        let retry = claim(&runtime, "m-1").expect("the claim was released");
+        let mut effects = retry.begin(db).await.unwrap().unwrap();
+        write_feedback(&mut effects, "kept").await;
+        // A failing part of the work is undone by its savepoint, the rest stays.
+        let mut savepoint = sqlx::Connection::begin(effects.connection()).await.unwrap();
+        sqlx::query("DELETE FROM feedback")
+            .execute(&mut *savepoint)
+            .await
+            .unwrap();
+        savepoint.rollback().await.unwrap();
+        effects.commit().await.unwrap();
+        assert_eq!(count(db, "feedback").await, 1);
+
+        // Another process (or this one after a restart) that does not remember the id.
+        let other = Arc::new(InboundRuntime::default());
+        let again = claim(&other, "m-1").expect("not in that memory");
+        assert!(
+            again.begin(db).await.unwrap().is_none(),
+            "the database knows"
+        );
+        assert!(
+            claim(&other, "m-1").is_none(),
+            "and now that memory does too"
+        );
+
+        claim(&runtime, "m-2").unwrap().record_later(db).await;
+        assert_eq!(count(db, "inbound_events").await, 2, "queued, then flushed");
+        assert_eq!(count(db, "feedback").await, 1);
+    }
+
+    #[tokio::test]
+    async fn effects_commit_with_their_id_or_not_at_all_on_sqlite() {
+        let test_db = TestDb::sqlite().await.unwrap();
+        effects_commit_with_their_id_or_not_at_all(&test_db.db).await;
+        test_db.cleanup().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn effects_commit_with_their_id_or_not_at_all_on_postgres() {
+        let Some(test_db) = TestDb::postgres().await.unwrap() else {
+            return;
+        };
+        effects_commit_with_their_id_or_not_at_all(&test_db.db).await;
+        test_db.cleanup().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_unrecorded_admission_still_gets_a_transaction() {
+        let test_db = TestDb::sqlite().await.unwrap();
+        let mut effects = Admission::unrecorded()
+            .begin(&test_db.db)
+            .await
+            .unwrap()
+            .unwrap();
+        write_feedback(&mut effects, "from the shell").await;
+        effects.commit().await.unwrap();
+        assert_eq!(count(&test_db.db, "feedback").await, 1);
+        assert_eq!(count(&test_db.db, "inbound_events").await, 0);
+        test_db.cleanup().await.unwrap();
+    }
+}
