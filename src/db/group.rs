@@ -10,11 +10,33 @@
 //! answer down. [`GroupCommit::flush`] is the barrier for both: it returns once everything
 //! queued before it has been written, which is what graceful shutdown and tests wait for.
 
+use std::fmt::Write as _;
+
 use sqlx::{AnyPool, Row};
 use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinSet;
 
-/// Most statements in one grouped transaction.
-const MAX_GROUP: usize = 256;
+use super::Backend;
+
+/// Most rows in one grouped transaction. Under load every transaction is this full, so it
+/// sets how many rows share one durable flush.
+const MAX_GROUP: usize = 1024;
+
+/// Most rows in one multi-row statement (7 columns: 1,792 parameters, far inside SQLite's
+/// and PostgreSQL's limits). A group is cut into statements of power-of-two sizes, so each
+/// table needs only a handful of distinct statements, which stay prepared (sqlx caches
+/// them per connection) instead of one new statement per group size.
+const MAX_ROWS_PER_STATEMENT: usize = 256;
+
+/// Grouped transactions in flight at once. SQLite has one writer, so a group waits for the
+/// previous one; PostgreSQL overlaps them, so the next group is written while the last one
+/// waits for its flush to disk (and concurrent commits share that flush).
+fn groups_in_flight(backend: Backend) -> usize {
+    match backend {
+        Backend::Sqlite => 1,
+        Backend::Postgres => 4,
+    }
+}
 
 /// A value bound to a grouped statement.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,9 +110,6 @@ enum Job {
     Flush(oneshot::Sender<()>),
 }
 
-/// Rows per multi-row statement: well inside SQLite's and PostgreSQL's parameter limits.
-const ROWS_PER_STATEMENT: usize = 100;
-
 /// The handle requests submit grouped writes through; cheap to clone. The committing
 /// task ends when the last handle is dropped.
 #[derive(Debug, Clone)]
@@ -99,12 +118,12 @@ pub struct GroupCommit {
 }
 
 impl GroupCommit {
-    /// Starts the committing task on `pool` (the writer pool).
-    pub fn start(pool: AnyPool) -> Self {
+    /// Starts the committing task on `pool` (the writer pool) of a `backend` database.
+    pub fn start(pool: AnyPool, backend: Backend) -> Self {
         // Bounded: when the database falls behind, queueing waits, so requests slow down
         // instead of piling up rows in memory.
         let (queue, jobs) = mpsc::channel(MAX_GROUP * 4);
-        tokio::spawn(commit_groups(pool, jobs));
+        tokio::spawn(commit_groups(pool, backend, jobs));
         Self { queue }
     }
 
@@ -152,11 +171,21 @@ fn stopped() -> sqlx::Error {
     sqlx::Error::Protocol("the group-commit task has stopped".to_string())
 }
 
-async fn commit_groups(pool: AnyPool, mut jobs: mpsc::Receiver<Job>) {
+async fn commit_groups(pool: AnyPool, backend: Backend, mut jobs: mpsc::Receiver<Job>) {
+    let limit = groups_in_flight(backend);
+    let mut writing = JoinSet::new();
     let mut received = Vec::with_capacity(MAX_GROUP);
-    let mut rows = Vec::with_capacity(MAX_GROUP);
     let mut barriers = Vec::new();
-    while jobs.recv_many(&mut received, MAX_GROUP).await > 0 {
+    loop {
+        // Waiting for a free slot before taking rows lets a group gather everything that
+        // arrived while the previous ones were being written.
+        while writing.len() >= limit {
+            finished(writing.join_next().await);
+        }
+        if jobs.recv_many(&mut received, MAX_GROUP).await == 0 {
+            break;
+        }
+        let mut rows = Vec::with_capacity(received.len());
         for job in received.drain(..) {
             match job {
                 Job::Row(row) => rows.push(row),
@@ -164,12 +193,26 @@ async fn commit_groups(pool: AnyPool, mut jobs: mpsc::Receiver<Job>) {
             }
         }
         if !rows.is_empty() {
-            write_rows(&pool, &mut rows).await;
+            writing.spawn(write_rows(pool.clone(), backend, rows));
         }
-        // Every row received before a barrier was in this batch or an earlier one.
-        for done in barriers.drain(..) {
-            let _ = done.send(());
+        if !barriers.is_empty() {
+            // Every row received before a barrier is in a group started by now.
+            while let Some(result) = writing.join_next().await {
+                finished(Some(result));
+            }
+            for done in barriers.drain(..) {
+                let _ = done.send(());
+            }
         }
+    }
+    while let Some(result) = writing.join_next().await {
+        finished(Some(result));
+    }
+}
+
+fn finished(result: Option<Result<(), tokio::task::JoinError>>) {
+    if let Some(Err(error)) = result {
+        tracing::error!(%error, "a group-commit task failed; its callers were told it stopped");
     }
 }
 
@@ -177,14 +220,14 @@ async fn commit_groups(pool: AnyPool, mut jobs: mpsc::Receiver<Job>) {
 /// fails and holds rows of several shapes, each shape is tried again on its own, so one
 /// table's problem (a failing constraint, a missing table) does not take other requests'
 /// unrelated rows down with it.
-async fn write_rows(pool: &AnyPool, rows: &mut Vec<Pending>) {
-    let shapes = shapes(rows);
-    let outcome = match run_group(pool, rows, &shapes).await {
+async fn write_rows(pool: AnyPool, backend: Backend, rows: Vec<Pending>) {
+    let shapes = shapes(&rows);
+    let outcome = match run_group(&pool, backend, &rows, &shapes).await {
         Err(_) if shapes.len() > 1 => {
             let mut inserted = vec![Ok(false); rows.len()];
             for shape in &shapes {
                 let alone = std::slice::from_ref(shape);
-                let result = run_group(pool, rows, alone).await;
+                let result = run_group(&pool, backend, &rows, alone).await;
                 for &index in &shape.1 {
                     inserted[index] = match &result {
                         Ok(answers) => Ok(answers[index]),
@@ -197,7 +240,7 @@ async fn write_rows(pool: &AnyPool, rows: &mut Vec<Pending>) {
         Err(error) => vec![Err(error.to_string()); rows.len()],
         Ok(inserted) => inserted.into_iter().map(Ok).collect(),
     };
-    for (row, outcome) in rows.drain(..).zip(outcome) {
+    for (row, outcome) in rows.into_iter().zip(outcome) {
         match row.reply {
             Some(reply) => {
                 let _ = reply.send(outcome);
@@ -239,28 +282,19 @@ fn shapes(rows: &[Pending]) -> Vec<(Shape, Vec<usize>)> {
 /// row of `group`, by index (rows outside `shapes` read as not inserted).
 async fn run_group(
     pool: &AnyPool,
+    backend: Backend,
     group: &[Pending],
     shapes: &[(Shape, Vec<usize>)],
 ) -> Result<Vec<bool>, sqlx::Error> {
     let mut inserted = vec![false; group.len()];
     let mut tx = pool.begin().await?;
-    for ((table, columns, unique), members) in shapes {
-        for chunk in members.chunks(ROWS_PER_STATEMENT) {
-            let rows = (0..chunk.len())
-                .map(|row| {
-                    let placeholders = (0..columns.len())
-                        .map(|column| format!("${}", row * columns.len() + column + 1))
-                        .collect::<Vec<_>>()
-                        .join(", ");
-                    format!("({placeholders})")
-                })
-                .collect::<Vec<_>>()
-                .join(", ");
-            let mut sql = format!("INSERT INTO {table} ({}) VALUES {rows}", columns.join(", "));
-            if !unique.is_empty() {
-                let key = unique.join(", ");
-                sql.push_str(&format!(" ON CONFLICT ({key}) DO NOTHING RETURNING {key}"));
-            }
+    for (shape, members) in shapes {
+        let (_, _, unique) = *shape;
+        let mut rest: &[usize] = members;
+        while !rest.is_empty() {
+            let (chunk, after) = rest.split_at(statement_rows(rest.len()));
+            rest = after;
+            let sql = insert_sql(*shape, backend, chunk.len());
             let mut query = sqlx::query(&sql);
             for &index in chunk {
                 for param in &group[index].insert.values {
@@ -289,7 +323,8 @@ async fn run_group(
                 })
                 .collect::<Result<_, _>>()?;
             // A key inserted by this statement belongs to its first row in the group; a
-            // repeat of it in the same group is a duplicate like any other.
+            // repeat of it in the same group is a duplicate like any other. (A repeat in
+            // another statement of the group meets the first row's key and is skipped.)
             for &index in chunk {
                 let key = group[index].insert.key();
                 if let Some(position) = new_keys.iter().position(|new| *new == key) {
@@ -301,6 +336,43 @@ async fn run_group(
     }
     tx.commit().await?;
     Ok(inserted)
+}
+
+/// How many of `remaining` rows the next statement takes: the largest power of two that
+/// fits, at most [`MAX_ROWS_PER_STATEMENT`].
+fn statement_rows(remaining: usize) -> usize {
+    let fits = 1 << remaining.max(1).ilog2();
+    fits.min(MAX_ROWS_PER_STATEMENT)
+}
+
+/// The multi-row INSERT for `rows` rows of `shape`. SQLite gets anonymous `?` parameters:
+/// sqlx looks up the name of every numbered one, which SQLite finds by a linear search,
+/// so `$n` costs time quadratic in a statement's parameter count.
+fn insert_sql((table, columns, unique): Shape, backend: Backend, rows: usize) -> String {
+    let mut sql = format!("INSERT INTO {table} ({}) VALUES ", columns.join(", "));
+    for row in 0..rows {
+        if row > 0 {
+            sql.push_str(", ");
+        }
+        sql.push('(');
+        for column in 0..columns.len() {
+            if column > 0 {
+                sql.push_str(", ");
+            }
+            match backend {
+                Backend::Sqlite => sql.push('?'),
+                Backend::Postgres => {
+                    let _ = write!(sql, "${}", row * columns.len() + column + 1);
+                }
+            }
+        }
+        sql.push(')');
+    }
+    if !unique.is_empty() {
+        let key = unique.join(", ");
+        let _ = write!(sql, " ON CONFLICT ({key}) DO NOTHING RETURNING {key}");
+    }
+    sql
 }
 
 #[cfg(test)]
@@ -431,5 +503,37 @@ mod tests {
         let reopened = crate::db::Db::open(&url).await.unwrap();
         assert_eq!(count(&reopened, "inbound_events").await, 50);
         reopened.close().await;
+    }
+
+    #[test]
+    fn groups_are_cut_into_few_distinct_statement_sizes() {
+        let mut sizes = std::collections::BTreeSet::new();
+        for total in 1..=MAX_GROUP {
+            let mut rest = total;
+            let mut statements = 0;
+            while rest > 0 {
+                let rows = statement_rows(rest);
+                assert!(rows <= rest && rows <= MAX_ROWS_PER_STATEMENT);
+                sizes.insert(rows);
+                rest -= rows;
+                statements += 1;
+            }
+            assert!(
+                statements <= 12,
+                "{total} rows took {statements} statements"
+            );
+        }
+        assert_eq!(sizes.len(), 9, "1, 2, 4, ... 256: {sizes:?}");
+    }
+
+    #[test]
+    fn placeholders_suit_the_backend() {
+        let shape = event("a", "b").shape();
+        assert_eq!(
+            insert_sql(shape, Backend::Sqlite, 2),
+            "INSERT INTO inbound_events (account, event_id, received_at) VALUES (?, ?, ?), (?, ?, ?) \
+             ON CONFLICT (account, event_id) DO NOTHING RETURNING account, event_id"
+        );
+        assert!(insert_sql(shape, Backend::Postgres, 2).contains("($1, $2, $3), ($4, $5, $6)"));
     }
 }

@@ -97,7 +97,7 @@ impl Db {
                     })?;
                 Ok(Self {
                     backend: Backend::Postgres,
-                    grouped: GroupCommit::start(pool.clone()),
+                    grouped: GroupCommit::start(pool.clone(), Backend::Postgres),
                     writer: pool.clone(),
                     reader: pool,
                     url: url.clone(),
@@ -115,7 +115,7 @@ impl Db {
         let reader = sqlite_pool(&url.sqlx_url(), 4).await.map_err(open_error)?;
         Ok(Self {
             backend: Backend::Sqlite,
-            grouped: GroupCommit::start(writer.clone()),
+            grouped: GroupCommit::start(writer.clone(), Backend::Sqlite),
             writer,
             reader,
             url: url.clone(),
