@@ -213,7 +213,7 @@ impl Bot {
         count(command, outcome);
         admission.record_later(&self.db).await;
         let record = self.record(event, command, outcome);
-        if let Err(error) = store::queue_audit(&self.db, &record).await {
+        if let Err(error) = store::queue_audit(&self.db, record).await {
             tracing::error!(command, outcome = outcome.as_str(), %error, "could not queue a command audit row; answering anyway");
         }
     }

@@ -84,7 +84,7 @@ pub async fn insert_audit(
 /// Queues a row for the next group commit without waiting for it to commit (the audit
 /// of work without effects is best effort: a crash may lose the last rows, and a failed
 /// write is logged by the group commit). Only waits while the queue is full.
-pub async fn queue_audit(db: &Db, record: &AuditRecord) -> Result<(), sqlx::Error> {
+pub async fn queue_audit(db: &Db, record: AuditRecord) -> Result<(), sqlx::Error> {
     db.grouped()
         .queue(Insert {
             table: "command_audit",
@@ -94,11 +94,11 @@ pub async fn queue_audit(db: &Db, record: &AuditRecord) -> Result<(), sqlx::Erro
             unique: &[],
             values: vec![
                 record.at.into(),
-                (&record.platform).into(),
-                (&record.account).into(),
-                (&record.chat).into(),
-                (&record.sender).into(),
-                (&record.command).into(),
+                record.platform.into(),
+                record.account.into(),
+                record.chat.into(),
+                record.sender.into(),
+                record.command.into(),
                 record.outcome.as_str().into(),
             ],
         })

@@ -58,6 +58,12 @@ impl From<&str> for Param {
     }
 }
 
+impl From<String> for Param {
+    fn from(value: String) -> Self {
+        Param::Text(value)
+    }
+}
+
 impl From<&String> for Param {
     fn from(value: &String) -> Self {
         Param::Text(value.clone())

@@ -42,7 +42,7 @@ pub struct Admission {
 struct CallbackId {
     runtime: Arc<InboundRuntime>,
     /// The memory's key, which holds the account and the event id.
-    memory_key: String,
+    memory_key: Arc<str>,
     account_len: usize,
     received_at: UnixMillis,
 }

@@ -4,7 +4,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use secrecy::SecretString;
@@ -61,10 +61,10 @@ impl InboundRuntime {
     /// Claims `key` for this process: true when it was not seen recently (the caller goes
     /// on), false for a duplicate. Claimed at once, before any database write, so a replay
     /// arriving while the first copy is still being handled is caught.
-    pub(crate) fn claim(&self, key: &str) -> bool {
+    pub(crate) fn claim(&self, key: &Arc<str>) -> bool {
         self.recent
             .lock()
-            .is_ok_and(|mut recent| !recent.check_and_insert(key))
+            .is_ok_and(|mut recent| recent.insert(key.clone()))
     }
 
     /// Gives up a claim whose work did not happen (its transaction failed, or the request
@@ -90,7 +90,7 @@ impl InboundRuntime {
                         if let Ok(mut recent) = self.recent.lock() {
                             // Oldest first, so that eviction keeps the newest.
                             for (account, event_id) in keys.iter().rev() {
-                                recent.check_and_insert(&memory_key(account, event_id));
+                                recent.insert(memory_key(account, event_id));
                             }
                         }
                         tracing::debug!(count, "recent callback ids loaded");
@@ -133,29 +133,40 @@ impl InboundRuntime {
 }
 
 /// The memory's key for one account's callback id.
-pub(crate) fn memory_key(account: &str, event_id: &str) -> String {
-    format!("{account}\u{0}{event_id}")
+pub(crate) fn memory_key(account: &str, event_id: &str) -> Arc<str> {
+    let mut key = String::with_capacity(account.len() + 1 + event_id.len());
+    key.push_str(account);
+    key.push('\u{0}');
+    key.push_str(event_id);
+    Arc::from(key)
 }
 
+/// Each key is allocated once and shared by the set and the eviction order (and by the
+/// claim that holds it): this runs on every callback.
 #[derive(Debug, Default)]
 struct Recent {
-    keys: HashSet<String>,
-    order: VecDeque<String>,
+    keys: HashSet<Arc<str>>,
+    order: VecDeque<Arc<str>>,
 }
 
 impl Recent {
     fn check_and_insert(&mut self, key: &str) -> bool {
-        if self.keys.contains(key) {
-            return true;
+        self.keys.contains(key) || !self.insert(Arc::from(key))
+    }
+
+    /// Inserts `key` unless present; true when inserted.
+    fn insert(&mut self, key: Arc<str>) -> bool {
+        if self.keys.contains(&key) {
+            return false;
         }
         if self.order.len() >= RECENT_CAPACITY
             && let Some(oldest) = self.order.pop_front()
         {
             self.keys.remove(&oldest);
         }
-        self.keys.insert(key.to_string());
-        self.order.push_back(key.to_string());
-        false
+        self.keys.insert(key.clone());
+        self.order.push_back(key);
+        true
     }
 }
 
