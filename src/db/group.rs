@@ -300,7 +300,10 @@ async fn run_group(
         while !rest.is_empty() {
             let (chunk, after) = rest.split_at(statement_rows(rest.len()));
             rest = after;
-            let sql = insert_sql(*shape, backend, chunk.len());
+            // Which rows were new only matters to callers that wait for the answer; for
+            // queued rows the database skips duplicates and nothing is read back.
+            let answered = !unique.is_empty() && chunk.iter().any(|&i| group[i].reply.is_some());
+            let sql = insert_sql(*shape, backend, chunk.len(), answered);
             let mut query = sqlx::query(&sql);
             for &index in chunk {
                 for param in &group[index].insert.values {
@@ -311,10 +314,10 @@ async fn run_group(
                     };
                 }
             }
-            if unique.is_empty() {
+            if !answered {
                 query.execute(&mut *tx).await?;
                 for &index in chunk {
-                    inserted[index] = true;
+                    inserted[index] = unique.is_empty();
                 }
                 continue;
             }
@@ -351,10 +354,16 @@ fn statement_rows(remaining: usize) -> usize {
     fits.min(MAX_ROWS_PER_STATEMENT)
 }
 
-/// The multi-row INSERT for `rows` rows of `shape`. SQLite gets anonymous `?` parameters:
-/// sqlx looks up the name of every numbered one, which SQLite finds by a linear search,
-/// so `$n` costs time quadratic in a statement's parameter count.
-fn insert_sql((table, columns, unique): Shape, backend: Backend, rows: usize) -> String {
+/// The multi-row INSERT for `rows` rows of `shape`, returning the unique keys it inserted
+/// when `returning`. SQLite gets anonymous `?` parameters: sqlx looks up the name of every
+/// numbered one, which SQLite finds by a linear search, so `$n` costs time quadratic in a
+/// statement's parameter count.
+fn insert_sql(
+    (table, columns, unique): Shape,
+    backend: Backend,
+    rows: usize,
+    returning: bool,
+) -> String {
     let mut sql = format!("INSERT INTO {table} ({}) VALUES ", columns.join(", "));
     for row in 0..rows {
         if row > 0 {
@@ -376,7 +385,10 @@ fn insert_sql((table, columns, unique): Shape, backend: Backend, rows: usize) ->
     }
     if !unique.is_empty() {
         let key = unique.join(", ");
-        let _ = write!(sql, " ON CONFLICT ({key}) DO NOTHING RETURNING {key}");
+        let _ = write!(sql, " ON CONFLICT ({key}) DO NOTHING");
+        if returning {
+            let _ = write!(sql, " RETURNING {key}");
+        }
     }
     sql
 }
@@ -536,10 +548,12 @@ mod tests {
     fn placeholders_suit_the_backend() {
         let shape = event("a", "b").shape();
         assert_eq!(
-            insert_sql(shape, Backend::Sqlite, 2),
+            insert_sql(shape, Backend::Sqlite, 2, true),
             "INSERT INTO inbound_events (account, event_id, received_at) VALUES (?, ?, ?), (?, ?, ?) \
              ON CONFLICT (account, event_id) DO NOTHING RETURNING account, event_id"
         );
-        assert!(insert_sql(shape, Backend::Postgres, 2).contains("($1, $2, $3), ($4, $5, $6)"));
+        let queued = insert_sql(shape, Backend::Postgres, 2, false);
+        assert!(queued.contains("($1, $2, $3), ($4, $5, $6)"), "{queued}");
+        assert!(queued.ends_with("DO NOTHING"), "{queued}");
     }
 }
