@@ -13,6 +13,7 @@ pub mod testing;
 mod url;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::Once;
 use std::time::Duration;
 
@@ -70,7 +71,8 @@ pub struct Db {
     backend: Backend,
     writer: AnyPool,
     reader: AnyPool,
-    url: DatabaseUrl,
+    /// Shared: a `Db` is cloned with every request's application state.
+    url: Arc<DatabaseUrl>,
     grouped: GroupCommit,
 }
 
@@ -100,7 +102,7 @@ impl Db {
                     grouped: GroupCommit::start(pool.clone(), Backend::Postgres),
                     writer: pool.clone(),
                     reader: pool,
-                    url: url.clone(),
+                    url: Arc::new(url.clone()),
                 })
             }
         }
@@ -118,7 +120,7 @@ impl Db {
             grouped: GroupCommit::start(writer.clone(), Backend::Sqlite),
             writer,
             reader,
-            url: url.clone(),
+            url: Arc::new(url.clone()),
         })
     }
 
