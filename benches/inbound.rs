@@ -17,6 +17,12 @@
 #[path = "inbound/support.rs"]
 mod support;
 
+/// The reference server gets the allocator qunfa ships with, so the comparison is of the
+/// request handling alone.
+#[cfg(unix)]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 use std::path::PathBuf;
 
 use base64::Engine;
