@@ -77,6 +77,7 @@ async fn piped_lines_are_answered_until_exit() {
         !out.contains("Commands you may use"),
         "nothing after exit is sent: {out}"
     );
+    server.db.grouped().flush().await.unwrap();
     let audited = crate::bot::recent_audit(&server.db, 10).await.unwrap();
     assert_eq!(audited.len(), 2);
 }

@@ -15,8 +15,9 @@ use axum::routing::post;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use hmac::{Hmac, Mac};
+use qunfa::db::testing::TestDb;
+use qunfa::db::{DatabaseUrl, Db};
 use sha2::Sha256;
-use sqlx::ConnectOptions;
 use subtle::ConstantTimeEq;
 
 pub const WRK_THREADS: u32 = 2;
@@ -229,27 +230,61 @@ impl ReferenceServer {
     }
 }
 
-/// A `qunfa serve` child process on a fresh rules directory and SQLite database.
+/// Where a benchmarked `qunfa serve` keeps its data: a SQLite file in its own directory, or
+/// a fresh PostgreSQL database (created for the run and dropped after it).
+pub enum Database {
+    Sqlite,
+    Postgres(TestDb),
+}
+
+impl Database {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Database::Sqlite => "SQLite",
+            Database::Postgres(_) => "PostgreSQL",
+        }
+    }
+
+    /// A fresh PostgreSQL database when `QUNFA_TEST_POSTGRES_URL` is set.
+    pub async fn postgres() -> Option<Self> {
+        TestDb::postgres()
+            .await
+            .unwrap_or_else(|error| panic!("cannot create the PostgreSQL database: {error}"))
+            .map(Database::Postgres)
+    }
+}
+
+/// A `qunfa serve` child process on a fresh rules directory and database.
 pub struct Qunfa {
     child: Child,
     dir: tempfile::TempDir,
+    database: Database,
     /// The server root from the token file, e.g. `http://127.0.0.1:41234`.
     pub root: String,
 }
 
 impl Qunfa {
-    pub fn start(rules: &str, env: &[(&str, &str)]) -> Self {
+    pub fn start(rules: &str, env: &[(&str, &str)], database: Database) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let rules_dir = dir.path().join("rules");
         std::fs::create_dir(&rules_dir).expect("rules dir");
         std::fs::write(rules_dir.join("bench.toml"), rules).expect("write rules");
         let log = std::fs::File::create(dir.path().join("serve.log")).expect("log file");
+        let url = match &database {
+            Database::Sqlite => DatabaseUrl::Sqlite(dir.path().join("q.db")),
+            Database::Postgres(test_db) => test_db.db.url().clone(),
+        };
         let child = Command::new(env!("CARGO_BIN_EXE_qunfa"))
             .arg("serve")
             .args(["--listen", "127.0.0.1:0", "--rules"])
             .arg(&rules_dir)
             .arg("--database")
-            .arg(dir.path().join("q.db"))
+            .arg(match &url {
+                DatabaseUrl::Sqlite(path) => path.as_os_str().to_owned(),
+                DatabaseUrl::Postgres(raw) => raw.into(),
+            })
+            // The token file of a PostgreSQL run goes to the working directory.
+            .current_dir(dir.path())
             .env("RUST_LOG", "warn")
             .envs(env.iter().copied())
             .stdout(Stdio::null())
@@ -259,22 +294,26 @@ impl Qunfa {
         let mut qunfa = Self {
             child,
             dir,
+            database,
             root: String::new(),
         };
-        qunfa.root = qunfa.wait_for_url();
+        qunfa.root = qunfa.wait_for_url(&url);
         qunfa
-    }
-
-    fn database(&self) -> PathBuf {
-        self.dir.path().join("q.db")
     }
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("serve.log")).unwrap_or_default()
     }
 
-    fn wait_for_url(&mut self) -> String {
-        let token_file = PathBuf::from(format!("{}.shell-token", self.database().display()));
+    pub fn database_name(&self) -> &'static str {
+        self.database.name()
+    }
+
+    fn wait_for_url(&mut self, database: &DatabaseUrl) -> String {
+        let token_file = match database {
+            DatabaseUrl::Sqlite(path) => PathBuf::from(format!("{}.shell-token", path.display())),
+            DatabaseUrl::Postgres(_) => self.dir.path().join("qunfa.shell-token"),
+        };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
@@ -296,18 +335,53 @@ impl Qunfa {
         }
     }
 
-    /// Rows of `command_audit`: one per command that really ran.
-    pub async fn audited_commands(&self) -> i64 {
-        let mut connection = sqlx::sqlite::SqliteConnectOptions::new()
-            .filename(self.database())
-            .read_only(true)
-            .connect()
+    /// Stops the server as an operator would (SIGTERM), which drains the rows still queued
+    /// for the database, then counts the rows of `command_audit`: one per command that
+    /// really ran. Drops the PostgreSQL database afterwards.
+    pub async fn stop_and_count_audited(mut self) -> i64 {
+        let pid = self.child.id().to_string();
+        let signalled = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("run kill");
+        assert!(signalled.success(), "cannot signal qunfa serve");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("wait for qunfa serve") {
+                break status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "qunfa serve did not stop within 60 s of SIGTERM:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert!(
+            status.success(),
+            "qunfa serve exited with {status} after SIGTERM:\n{}",
+            self.log()
+        );
+        let database = std::mem::replace(&mut self.database, Database::Sqlite);
+        let url = match &database {
+            Database::Sqlite => DatabaseUrl::Sqlite(self.dir.path().join("q.db")),
+            Database::Postgres(test_db) => test_db.db.url().clone(),
+        };
+        let db = Db::connect(&url)
             .await
             .expect("open the benchmark database");
-        sqlx::query_scalar("SELECT COUNT(*) FROM command_audit")
-            .fetch_one(&mut connection)
+        let audited: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM command_audit")
+            .fetch_one(db.reader())
             .await
-            .expect("count command_audit rows")
+            .expect("count command_audit rows");
+        db.close().await;
+        if let Database::Postgres(test_db) = database {
+            test_db
+                .cleanup()
+                .await
+                .expect("drop the benchmark's PostgreSQL database");
+        }
+        audited
     }
 }
 

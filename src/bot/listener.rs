@@ -3,10 +3,12 @@
 //! person's opt-out for this account and is confirmed once; anything else is kept as
 //! feedback and not answered (a bot that chats back invites spam and confuses recipients).
 
+use sqlx::AnyConnection;
+
 use super::text::{self, Lang};
 use crate::clock::UnixMillis;
 use crate::db::Db;
-use crate::inbound::{ChatEvent, Reply};
+use crate::inbound::{Admission, ChatEvent, Reply};
 use crate::rules::Rules;
 
 /// Whole-message keywords, matched case-insensitively after trimming; the language of the
@@ -33,21 +35,27 @@ fn opt_out_keyword(text: &str) -> Option<(&'static str, Lang)> {
         .find(|(keyword, _)| *keyword == cleaned)
 }
 
-/// Handles one non-command message. Never fails outward: storage problems are logged.
+/// Handles one non-command message. Never fails outward: storage problems are logged. An
+/// opt-out or a piece of feedback is written in the same transaction as the message's
+/// callback id (see [`Admission::begin`]), so a retry after a crash neither loses it nor
+/// stores it twice.
 pub(super) async fn listen(
     db: &Db,
     now: UnixMillis,
     rules: &Rules,
     event: &ChatEvent,
+    admission: Admission,
 ) -> Vec<Reply> {
     if rules.role_of(&event.platform, &event.sender).is_some() || event.text.trim().is_empty() {
+        admission.record_later(db).await;
         return Vec::new();
     }
     if let Some((keyword, lang)) = opt_out_keyword(&event.text) {
-        return match record_opt_out(db, event, keyword, now).await {
-            Ok(true) => vec![Reply::text(text::opt_out_confirmed(lang))],
+        return match record_opt_out(db, admission, event, keyword, now).await {
+            Ok(Some(true)) => vec![Reply::text(text::opt_out_confirmed(lang))],
             // Already opted out: confirming again would be the message they asked to stop.
-            Ok(false) => Vec::new(),
+            // Or a retry of the message that recorded it, which was confirmed then.
+            Ok(Some(false) | None) => Vec::new(),
             Err(error) => {
                 tracing::error!(%error, inbound.account = %event.account, "could not record an opt-out");
                 vec![Reply::text(text::opt_out_failed(lang))]
@@ -55,15 +63,31 @@ pub(super) async fn listen(
         };
     }
     let text: String = event.text.chars().take(MAX_FEEDBACK_CHARS).collect();
-    if let Err(error) = record_feedback(db, event, &text, now).await {
+    if let Err(error) = record_feedback(db, admission, event, &text, now).await {
         tracing::error!(%error, inbound.account = %event.account, "could not store feedback");
     }
     Vec::new()
 }
 
-/// True when this is the person's first opt-out on this account.
+/// True when this is the person's first opt-out on this account; `None` for a retry of
+/// a message already handled.
 async fn record_opt_out(
     db: &Db,
+    admission: Admission,
+    event: &ChatEvent,
+    keyword: &str,
+    now: UnixMillis,
+) -> Result<Option<bool>, sqlx::Error> {
+    let Some(mut effects) = admission.begin(db).await? else {
+        return Ok(None);
+    };
+    let first = insert_opt_out(effects.connection(), event, keyword, now).await?;
+    effects.commit().await?;
+    Ok(Some(first))
+}
+
+async fn insert_opt_out(
+    connection: &mut AnyConnection,
     event: &ChatEvent,
     keyword: &str,
     now: UnixMillis,
@@ -77,17 +101,21 @@ async fn record_opt_out(
     .bind(&event.sender)
     .bind(keyword)
     .bind(now)
-    .execute(db.writer())
+    .execute(connection)
     .await?;
     Ok(inserted.rows_affected() == 1)
 }
 
 async fn record_feedback(
     db: &Db,
+    admission: Admission,
     event: &ChatEvent,
     text: &str,
     now: UnixMillis,
 ) -> Result<(), sqlx::Error> {
+    let Some(mut effects) = admission.begin(db).await? else {
+        return Ok(());
+    };
     sqlx::query(
         "INSERT INTO feedback (platform, account, chat, user_id, text, received_at) \
          VALUES ($1, $2, $3, $4, $5, $6)",
@@ -98,9 +126,9 @@ async fn record_feedback(
     .bind(&event.sender)
     .bind(text)
     .bind(now)
-    .execute(db.writer())
+    .execute(effects.connection())
     .await?;
-    Ok(())
+    effects.commit().await
 }
 
 /// Whether `user` opted out on `account`; the campaign engine skips such recipients.
@@ -141,11 +169,13 @@ mod tests {
         let (_dir, db) = test_support::db().await;
         let rules = test_support::rules();
         let stranger = test_support::event("stranger", "退订");
-        let first = listen(&db, 1, &rules, &stranger).await;
+        let first = listen(&db, 1, &rules, &stranger, Admission::unrecorded()).await;
         assert_eq!(first.len(), 1);
         assert!(first[0].text.contains("已退订"));
         assert!(
-            listen(&db, 2, &rules, &stranger).await.is_empty(),
+            listen(&db, 2, &rules, &stranger, Admission::unrecorded())
+                .await
+                .is_empty(),
             "confirmed once"
         );
         assert!(
@@ -155,7 +185,11 @@ mod tests {
         );
 
         let feedback = test_support::event("stranger", "你们的活动很棒");
-        assert!(listen(&db, 3, &rules, &feedback).await.is_empty());
+        assert!(
+            listen(&db, 3, &rules, &feedback, Admission::unrecorded())
+                .await
+                .is_empty()
+        );
         let stored: Vec<(String, String)> = sqlx::query_as("SELECT user_id, text FROM feedback")
             .fetch_all(db.reader())
             .await
@@ -169,7 +203,11 @@ mod tests {
         let rules = test_support::rules();
         let operator = rules.operators[0].user.clone();
         let event = test_support::event(&operator, "STOP");
-        assert!(listen(&db, 1, &rules, &event).await.is_empty());
+        assert!(
+            listen(&db, 1, &rules, &event, Admission::unrecorded())
+                .await
+                .is_empty()
+        );
         assert!(
             !has_opted_out(&db, &event.platform, &event.account, &operator)
                 .await

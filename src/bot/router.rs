@@ -1,7 +1,7 @@
 //! From a chat message to replies: find the command word, resolve it against the rules,
 //! check the caller's role, parse, run, and audit every step that reached a command.
 
-use std::future::Future;
+use sqlx::AnyConnection;
 
 use super::commands::{self, Builtin, Failure, Invocation};
 use super::listener;
@@ -10,7 +10,7 @@ use super::store::{self, AuditRecord, Outcome};
 use super::text::{self, Lang};
 use crate::clock::SharedClock;
 use crate::db::Db;
-use crate::inbound::{ChatEvent, Reply};
+use crate::inbound::{Admission, ChatEvent, Effects, Reply};
 use crate::rules::{CommandRule, Rules};
 
 /// How close a typo must be to a command name to be offered as "did you mean"
@@ -34,25 +34,41 @@ impl Bot {
         Self { db, clock }
     }
 
-    /// The replies to one chat message: none for chatter that is not a command, one or
-    /// more otherwise. Never fails: problems become replies and log lines.
+    /// The replies to one chat message without a platform id to de-duplicate (the shell
+    /// console); see [`Bot::handle_admitted`].
     pub async fn handle(&self, rules: &Rules, event: &ChatEvent) -> Vec<Reply> {
+        self.handle_admitted(rules, event, Admission::unrecorded())
+            .await
+    }
+
+    /// The replies to one admitted chat message: none for chatter that is not a command,
+    /// one or more otherwise. Never fails: problems become replies and log lines. Records
+    /// the message's callback id as its work needs: queued without waiting when nothing
+    /// has effects, in the transaction of the effects otherwise (see [`Admission`]).
+    pub async fn handle_admitted(
+        &self,
+        rules: &Rules,
+        event: &ChatEvent,
+        admission: Admission,
+    ) -> Vec<Reply> {
+        let now = self.clock.now_ms();
         let Some(word) = parse::command_word(&event.text) else {
-            return listener::listen(&self.db, self.clock.now_ms(), rules, event).await;
+            return listener::listen(&self.db, now, rules, event, admission).await;
         };
         let lang = Lang::for_word(word.name);
         let Some(command) = rules.command(word.name) else {
             if !word.slashed {
                 // Not a command: an opt-out, feedback, or an operator's chatter.
-                return listener::listen(&self.db, self.clock.now_ms(), rules, event).await;
+                return listener::listen(&self.db, now, rules, event, admission).await;
             }
-            return self.unknown(rules, event, word, lang).await;
+            return self.unknown(rules, event, word, lang, admission).await;
         };
         let caller = rules.role_of(&event.platform, &event.sender);
         if let Some(required) = command.role
             && !caller.is_some_and(|role| role.allows(required))
         {
-            self.audit(event, &command.name, Outcome::Denied).await;
+            self.audit_later(admission, event, &command.name, Outcome::Denied)
+                .await;
             let platform = &event.platform;
             let reply = text::denied(lang, command, required, caller, platform, &event.sender);
             return vec![Reply::text(reply)];
@@ -60,16 +76,21 @@ impl Bot {
         let parsed = match parse::parse(&event.text) {
             Ok(Some(parsed)) => parsed,
             // command_word found a word, so parse does too; stay quiet rather than panic.
-            Ok(None) => return Vec::new(),
+            Ok(None) => {
+                admission.record_later(&self.db).await;
+                return Vec::new();
+            }
             Err(error) => {
-                self.audit(event, &command.name, Outcome::Invalid).await;
+                self.audit_later(admission, event, &command.name, Outcome::Invalid)
+                    .await;
                 return vec![Reply::text(text::parse_error(lang, &error, command))];
             }
         };
         let Some(builtin) = Builtin::from_name(&command.name) else {
             // The rules loader only accepts built-in names; this guards a rules file
             // written for a newer version being loaded by an older binary.
-            self.audit(event, &command.name, Outcome::Error).await;
+            self.audit_later(admission, event, &command.name, Outcome::Error)
+                .await;
             return vec![Reply::text(text::not_implemented(lang, &command.name))];
         };
         let call = Invocation {
@@ -80,8 +101,10 @@ impl Bot {
             lang,
             caller,
         };
-        let work = commands::run(builtin, &call);
-        self.run_audited(event, command, builtin.has_effects(), lang, work)
+        // No built-in has effects yet; one that does writes through the connection it is
+        // given here, so its writes commit with the callback id and the audit row.
+        let work = async |_writes: Option<&mut AnyConnection>| commands::run(builtin, &call).await;
+        self.run_audited(event, command, builtin.has_effects(), lang, admission, work)
             .await
     }
 
@@ -91,9 +114,10 @@ impl Bot {
         event: &ChatEvent,
         word: CommandWord<'_>,
         lang: Lang,
+        admission: Admission,
     ) -> Vec<Reply> {
         let typed: String = word.name.chars().take(MAX_AUDITED_WORD_CHARS).collect();
-        self.audit(event, &format!("/{typed}"), Outcome::Unknown)
+        self.audit_later(admission, event, &format!("/{typed}"), Outcome::Unknown)
             .await;
         let suggestion = suggest(rules, word.name);
         vec![Reply::text(text::unknown_command(
@@ -108,57 +132,89 @@ impl Bot {
     /// The design promises that every command is audited, but refusing `/whoami` because
     /// the audit table cannot be written would lock people out of the very commands they
     /// use to diagnose an outage, while losing the record of a read-only query harms
-    /// no one. So: a command with effects writes a `started` row first and does not run
-    /// unless that succeeds (the row then takes the real outcome); a read-only command
-    /// runs first and its row is best effort, logged when it cannot be written.
+    /// no one. So a read-only command runs and answers at once; its audit row and callback
+    /// id are queued for the next group commit, not waited for.
+    ///
+    /// A command with effects runs inside one transaction that also holds the message's
+    /// callback id and, at the end, its audit row; it answers only after that commits. A
+    /// crash before the commit leaves no trace, so the platform's retry runs it once; after
+    /// the commit the retry is a duplicate. Its writes sit in a savepoint: when it fails,
+    /// they are undone and only the id and the failure's audit row are kept. No audit row,
+    /// no effects: if the audit cannot be written, nothing is kept and the caller is told.
     async fn run_audited(
         &self,
         event: &ChatEvent,
         command: &CommandRule,
         has_effects: bool,
         lang: Lang,
-        work: impl Future<Output = Result<Vec<Reply>, Failure>>,
+        admission: Admission,
+        work: impl AsyncFnOnce(Option<&mut AnyConnection>) -> Result<Vec<Reply>, Failure>,
     ) -> Vec<Reply> {
-        let started = if has_effects {
-            match store::insert_audit(
-                &self.db,
-                &self.record(event, &command.name, Outcome::Started),
-            )
-            .await
-            {
-                Ok(id) => Some(id),
-                Err(error) => {
-                    tracing::error!(command = %command.name, %error, "refusing a command with effects: its audit row could not be written");
-                    count(&command.name, Outcome::Error);
-                    return vec![Reply::text(text::audit_unavailable(lang))];
-                }
-            }
-        } else {
-            None
-        };
-        let (outcome, replies) = match work.await {
-            Ok(replies) => (Outcome::Ok, replies),
-            Err(Failure::Invalid(reply)) => (Outcome::Invalid, vec![Reply::text(reply)]),
-            Err(Failure::Internal(reply)) => (Outcome::Error, vec![Reply::text(reply)]),
-        };
-        match started {
-            Some(id) => {
-                count(&command.name, outcome);
-                if let Err(error) = store::finish_audit(&self.db, id, outcome).await {
-                    tracing::error!(command = %command.name, audit.id = id, outcome = outcome.as_str(), %error, "could not record a command's outcome; its audit row stays `started`");
-                }
-            }
-            None => self.audit(event, &command.name, outcome).await,
+        if !has_effects {
+            let (outcome, replies) = settle(work(None).await);
+            self.audit_later(admission, event, &command.name, outcome)
+                .await;
+            return replies;
         }
-        replies
+        let effects = match admission.begin(&self.db).await {
+            Ok(Some(effects)) => effects,
+            // A retry of a message whose command already ran and answered.
+            Ok(None) => return Vec::new(),
+            Err(error) => {
+                tracing::error!(command = %command.name, %error, "refusing a command with effects: its transaction could not be opened");
+                count(&command.name, Outcome::Error);
+                return vec![Reply::text(text::audit_unavailable(lang))];
+            }
+        };
+        match self.run_in(effects, event, command, work).await {
+            Ok((outcome, replies)) => {
+                count(&command.name, outcome);
+                replies
+            }
+            Err(error) => {
+                tracing::error!(command = %command.name, %error, "a command with effects was rolled back: its writes or audit row could not be committed");
+                count(&command.name, Outcome::Error);
+                vec![Reply::text(text::audit_unavailable(lang))]
+            }
+        }
     }
 
-    /// Best-effort audit row for a message that did not get to run anything.
-    async fn audit(&self, event: &ChatEvent, command: &str, outcome: Outcome) {
+    /// The effectful half of [`Bot::run_audited`]: the work in a savepoint of `effects`,
+    /// then the audit row, then the commit.
+    async fn run_in(
+        &self,
+        mut effects: Effects,
+        event: &ChatEvent,
+        command: &CommandRule,
+        work: impl AsyncFnOnce(Option<&mut AnyConnection>) -> Result<Vec<Reply>, Failure>,
+    ) -> Result<(Outcome, Vec<Reply>), sqlx::Error> {
+        let mut savepoint = sqlx::Connection::begin(effects.connection()).await?;
+        let result = work(Some(&mut *savepoint)).await;
+        if result.is_ok() {
+            savepoint.commit().await?;
+        } else {
+            savepoint.rollback().await?;
+        }
+        let (outcome, replies) = settle(result);
+        let record = self.record(event, &command.name, outcome);
+        store::insert_audit(effects.connection(), &record).await?;
+        effects.commit().await?;
+        Ok((outcome, replies))
+    }
+
+    /// Records a message's callback id and audit row without waiting for either to commit.
+    async fn audit_later(
+        &self,
+        admission: Admission,
+        event: &ChatEvent,
+        command: &str,
+        outcome: Outcome,
+    ) {
         count(command, outcome);
+        admission.record_later(&self.db).await;
         let record = self.record(event, command, outcome);
-        if let Err(error) = store::append_audit(&self.db, &record).await {
-            tracing::error!(command, outcome = outcome.as_str(), %error, "could not write a command audit row; answering anyway");
+        if let Err(error) = store::queue_audit(&self.db, record).await {
+            tracing::error!(command, outcome = outcome.as_str(), %error, "could not queue a command audit row; answering anyway");
         }
     }
 
@@ -172,6 +228,15 @@ impl Bot {
             command: command.to_string(),
             outcome,
         }
+    }
+}
+
+/// A command's result as its audit outcome and replies.
+fn settle(result: Result<Vec<Reply>, Failure>) -> (Outcome, Vec<Reply>) {
+    match result {
+        Ok(replies) => (Outcome::Ok, replies),
+        Err(Failure::Invalid(reply)) => (Outcome::Invalid, vec![Reply::text(reply)]),
+        Err(Failure::Internal(reply)) => (Outcome::Error, vec![Reply::text(reply)]),
     }
 }
 

@@ -1,7 +1,11 @@
 //! Router tests against a real SQLite database: routing, roles, language, audit.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use super::*;
 use crate::bot::test_support::{self, START_MS};
+use crate::inbound::InboundRuntime;
 use crate::rules::Role;
 
 async fn setup() -> (tempfile::TempDir, Db, Bot) {
@@ -17,6 +21,10 @@ async fn ask(bot: &Bot, rules: &Rules, sender: &str, text: &str) -> String {
 }
 
 async fn outcomes(db: &Db) -> Vec<(String, Outcome)> {
+    db.grouped()
+        .flush()
+        .await
+        .expect("flush the queued audit rows");
     let mut rows = store::recent_audit(db, 100).await.expect("read audit");
     rows.reverse();
     rows.into_iter()
@@ -40,6 +48,7 @@ async fn whoami_answers_anyone_and_explains_onboarding_to_strangers() {
     assert!(admin.contains("role: admin"), "{admin}");
     assert!(!admin.contains("[[operator]]"), "{admin}");
 
+    db.grouped().flush().await.unwrap();
     let rows = store::recent_audit(&db, 10).await.unwrap();
     assert_eq!(rows.len(), 2);
     let row = &rows[1];
@@ -231,44 +240,189 @@ fn whoami_rule() -> CommandRule {
     test_support::rules().commands["whoami"].clone()
 }
 
+/// A command with effects whose work writes one feedback row through the connection it is
+/// given, for the tests of the effectful path (no built-in has effects yet).
+async fn effectful(
+    bot: &Bot,
+    admission: Admission,
+    result: Result<(), Failure>,
+    ran: &AtomicUsize,
+) -> Vec<Reply> {
+    let work = async |writes: Option<&mut AnyConnection>| {
+        ran.fetch_add(1, Ordering::SeqCst);
+        let Some(connection) = writes else {
+            return Err(Failure::Internal("no transaction".to_string()));
+        };
+        write_feedback(connection).await;
+        result.map(|()| vec![Reply::text("done")])
+    };
+    let event = test_support::event("admin", "/whoami");
+    bot.run_audited(&event, &whoami_rule(), true, Lang::En, admission, work)
+        .await
+}
+
+async fn write_feedback(connection: &mut AnyConnection) {
+    sqlx::query(
+        "INSERT INTO feedback (platform, account, chat, user_id, text, received_at) \
+         VALUES ('shell', 'shell', 'console', 'admin', 'effect', 1)",
+    )
+    .execute(connection)
+    .await
+    .expect("write the effect");
+}
+
+async fn count(db: &Db, table: &str) -> i64 {
+    db.grouped().flush().await.expect("flush");
+    let (rows,): (i64,) = sqlx::query_as(&format!("SELECT COUNT(*) FROM {table}"))
+        .fetch_one(db.reader())
+        .await
+        .expect("count rows");
+    rows
+}
+
+/// An admission of callback id `id` on the shell account, in the memory of `runtime`
+/// (a fresh runtime is a restarted process that forgot every id).
+fn admit(runtime: &Arc<InboundRuntime>, id: &str) -> Admission {
+    Admission::claim(runtime, "shell", id, START_MS).expect("not claimed before")
+}
+
 #[tokio::test]
-async fn a_command_with_effects_does_not_run_without_its_audit_row() {
+async fn a_command_with_effects_keeps_nothing_without_its_audit_row() {
     let (_dir, db, bot) = setup().await;
     sqlx::query("DROP TABLE command_audit")
         .execute(db.writer())
         .await
         .unwrap();
-    let ran = std::sync::atomic::AtomicBool::new(false);
-    let work = async {
-        ran.store(true, std::sync::atomic::Ordering::SeqCst);
-        Ok(vec![Reply::text("done")])
-    };
-    let event = test_support::event("admin", "/whoami");
-    let replies = bot
-        .run_audited(&event, &whoami_rule(), true, Lang::En, work)
-        .await;
-    assert!(!ran.load(std::sync::atomic::Ordering::SeqCst));
+    let runtime = Arc::new(InboundRuntime::default());
+    let ran = AtomicUsize::new(0);
+    let replies = effectful(&bot, admit(&runtime, "m-1"), Ok(()), &ran).await;
     assert_eq!(
         replies,
         vec![Reply::text(text::audit_unavailable(Lang::En))]
     );
+    assert_eq!(
+        count(&db, "feedback").await,
+        0,
+        "the effect was rolled back"
+    );
+    assert_eq!(count(&db, "inbound_events").await, 0, "and so was the id");
+    assert!(
+        Admission::claim(&runtime, "shell", "m-1", START_MS).is_some(),
+        "the platform's retry is handled"
+    );
 }
 
 #[tokio::test]
-async fn a_command_with_effects_records_started_then_its_outcome() {
+async fn a_command_with_effects_commits_them_with_its_callback_id_and_audit_row() {
     let (_dir, db, bot) = setup().await;
-    let event = test_support::event("admin", "/whoami");
-    let observed = async {
-        let seen = outcomes(&db).await;
-        assert_eq!(seen, vec![("whoami".to_string(), Outcome::Started)]);
-        Err(Failure::Internal("broke".to_string()))
-    };
-    let replies = bot
-        .run_audited(&event, &whoami_rule(), true, Lang::En, observed)
-        .await;
+    let ran = AtomicUsize::new(0);
+    let first = Arc::new(InboundRuntime::default());
+    let replies = effectful(&bot, admit(&first, "m-1"), Ok(()), &ran).await;
+    assert_eq!(replies, vec![Reply::text("done")]);
+    assert_eq!(count(&db, "feedback").await, 1);
+    assert_eq!(count(&db, "inbound_events").await, 1);
+    assert_eq!(
+        outcomes(&db).await,
+        vec![("whoami".to_string(), Outcome::Ok)]
+    );
+    // A restarted process does not remember the id; the database does.
+    let restarted = Arc::new(InboundRuntime::default());
+    let retry = effectful(&bot, admit(&restarted, "m-1"), Ok(()), &ran).await;
+    assert!(retry.is_empty(), "{retry:?}");
+    assert_eq!(ran.load(Ordering::SeqCst), 1, "the retry did not run it");
+    assert_eq!(count(&db, "feedback").await, 1);
+}
+
+#[tokio::test]
+async fn a_failed_command_with_effects_keeps_its_id_and_audit_row_but_not_its_writes() {
+    let (_dir, db, bot) = setup().await;
+    let ran = AtomicUsize::new(0);
+    let runtime = Arc::new(InboundRuntime::default());
+    let failure = Err(Failure::Internal("broke".to_string()));
+    let replies = effectful(&bot, admit(&runtime, "m-1"), failure, &ran).await;
     assert_eq!(replies, vec![Reply::text("broke")]);
+    assert_eq!(count(&db, "feedback").await, 0, "undone by the savepoint");
     assert_eq!(
         outcomes(&db).await,
         vec![("whoami".to_string(), Outcome::Error)]
+    );
+    let restarted = Arc::new(InboundRuntime::default());
+    let retry = effectful(&bot, admit(&restarted, "m-1"), Ok(()), &ran).await;
+    assert!(retry.is_empty(), "answered once, with the failure");
+}
+
+/// The gap this design closes: a process that dies after recording a message's id but
+/// before its command's effects would make the platform's retry look like a duplicate.
+/// Here the command is cut off after writing its effect and before the commit (the future
+/// is dropped, as a crash or a cancelled request would); the retry must run it, once.
+#[tokio::test]
+async fn a_command_cut_off_before_its_commit_runs_on_the_retry_and_only_then() {
+    let (_dir, db, bot) = setup().await;
+    let runtime = Arc::new(InboundRuntime::default());
+    let (written, wrote) = tokio::sync::oneshot::channel::<()>();
+    let stalls = async |writes: Option<&mut AnyConnection>| {
+        let Some(connection) = writes else {
+            return Err(Failure::Internal("no transaction".to_string()));
+        };
+        write_feedback(connection).await;
+        let _ = written.send(());
+        std::future::pending::<Result<Vec<Reply>, Failure>>().await
+    };
+    let event = test_support::event("admin", "/whoami");
+    let rule = whoami_rule();
+    let cut_off = bot.run_audited(
+        &event,
+        &rule,
+        true,
+        Lang::En,
+        admit(&runtime, "m-1"),
+        stalls,
+    );
+    tokio::select! {
+        _ = cut_off => panic!("the stalled command finished"),
+        _ = wrote => {}
+    }
+    assert_eq!(count(&db, "feedback").await, 0, "nothing was committed");
+    assert_eq!(count(&db, "inbound_events").await, 0);
+
+    let ran = AtomicUsize::new(0);
+    let retry = effectful(&bot, admit(&runtime, "m-1"), Ok(()), &ran).await;
+    assert_eq!(retry, vec![Reply::text("done")], "the retry ran it");
+    let again = Arc::new(InboundRuntime::default());
+    assert!(
+        effectful(&bot, admit(&again, "m-1"), Ok(()), &ran)
+            .await
+            .is_empty()
+    );
+    assert_eq!(ran.load(Ordering::SeqCst), 1);
+    assert_eq!(count(&db, "feedback").await, 1, "the effect happened once");
+    assert_eq!(
+        outcomes(&db).await,
+        vec![("whoami".to_string(), Outcome::Ok)]
+    );
+}
+
+#[tokio::test]
+async fn read_only_commands_answer_before_their_rows_commit_and_retries_are_caught() {
+    let (_dir, db, bot) = setup().await;
+    let runtime = Arc::new(InboundRuntime::default());
+    let rules = test_support::rules();
+    let event = test_support::event("admin", "/whoami");
+    let replies = bot
+        .handle_admitted(&rules, &event, admit(&runtime, "m-1"))
+        .await;
+    assert!(replies[0].text.contains("role: admin"));
+    assert!(
+        Admission::claim(&runtime, "shell", "m-1", START_MS).is_none(),
+        "an in-process replay is caught before anything commits"
+    );
+    assert_eq!(
+        count(&db, "inbound_events").await,
+        1,
+        "queued, then flushed"
+    );
+    assert_eq!(
+        outcomes(&db).await,
+        vec![("whoami".to_string(), Outcome::Ok)]
     );
 }

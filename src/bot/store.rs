@@ -1,15 +1,14 @@
 //! All SQL of the bot: the `command_audit` trail of who ran which chat command, where, and
 //! what came of it.
 
+use sqlx::AnyConnection;
+
 use crate::clock::UnixMillis;
 use crate::db::{Db, Insert};
 
 /// What came of one command message, as stored in `command_audit.outcome`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Outcome {
-    /// Recorded before a command with effects runs, and replaced by its result; a row
-    /// left in this state means the process stopped mid-command.
-    Started,
     Ok,
     /// The caller's role is below the command's.
     Denied,
@@ -22,8 +21,7 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 6] = [
-        Outcome::Started,
+    pub const ALL: [Outcome; 5] = [
         Outcome::Ok,
         Outcome::Denied,
         Outcome::Unknown,
@@ -34,7 +32,6 @@ impl Outcome {
     /// The stored spelling.
     pub fn as_str(self) -> &'static str {
         match self {
-            Outcome::Started => "started",
             Outcome::Ok => "ok",
             Outcome::Denied => "denied",
             Outcome::Unknown => "unknown",
@@ -62,11 +59,15 @@ pub struct AuditRecord {
     pub outcome: Outcome,
 }
 
-/// Appends one row and returns its id.
-pub async fn insert_audit(db: &Db, record: &AuditRecord) -> Result<i64, sqlx::Error> {
-    let (id,): (i64,) = sqlx::query_as(
+/// Appends one row on `connection`, inside the transaction that holds the command's
+/// effects: the effects and their audit row commit together or not at all.
+pub async fn insert_audit(
+    connection: &mut AnyConnection,
+    record: &AuditRecord,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
         "INSERT INTO command_audit (at, platform, account, chat, sender, command, outcome) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
     )
     .bind(record.at)
     .bind(&record.platform)
@@ -75,16 +76,17 @@ pub async fn insert_audit(db: &Db, record: &AuditRecord) -> Result<i64, sqlx::Er
     .bind(&record.sender)
     .bind(&record.command)
     .bind(record.outcome.as_str())
-    .fetch_one(db.writer())
+    .execute(connection)
     .await?;
-    Ok(id)
+    Ok(())
 }
 
-/// Writes an audit row whose id nobody needs, sharing a durable commit with other
-/// requests' small writes (group commit): every command message writes one.
-pub async fn append_audit(db: &Db, record: &AuditRecord) -> Result<(), sqlx::Error> {
+/// Queues a row for the next group commit without waiting for it to commit (the audit
+/// of work without effects is best effort: a crash may lose the last rows, and a failed
+/// write is logged by the group commit). Only waits while the queue is full.
+pub async fn queue_audit(db: &Db, record: AuditRecord) -> Result<(), sqlx::Error> {
     db.grouped()
-        .insert(Insert {
+        .queue(Insert {
             table: "command_audit",
             columns: &[
                 "at", "platform", "account", "chat", "sender", "command", "outcome",
@@ -92,30 +94,21 @@ pub async fn append_audit(db: &Db, record: &AuditRecord) -> Result<(), sqlx::Err
             unique: &[],
             values: vec![
                 record.at.into(),
-                (&record.platform).into(),
-                (&record.account).into(),
-                (&record.chat).into(),
-                (&record.sender).into(),
-                (&record.command).into(),
+                record.platform.into(),
+                record.account.into(),
+                record.chat.into(),
+                record.sender.into(),
+                record.command.into(),
                 record.outcome.as_str().into(),
             ],
         })
-        .await?;
-    Ok(())
+        .await
 }
 
-/// Replaces the outcome of a row written as [`Outcome::Started`].
-pub async fn finish_audit(db: &Db, id: i64, outcome: Outcome) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE command_audit SET outcome = $1 WHERE id = $2")
-        .bind(outcome.as_str())
-        .bind(id)
-        .execute(db.writer())
-        .await?;
-    Ok(())
-}
-
-/// The newest `limit` rows, newest first. An outcome this binary does not know (written
-/// by a newer version) reads as [`Outcome::Error`] rather than failing the whole list.
+/// The newest `limit` committed rows, newest first (queued rows need a
+/// [`GroupCommit::flush`](crate::db::GroupCommit::flush) first). An outcome this binary
+/// does not know (written by a newer version, or the `started` of an older one) reads as
+/// [`Outcome::Error`] rather than failing the whole list.
 pub async fn recent_audit(db: &Db, limit: i64) -> Result<Vec<AuditRecord>, sqlx::Error> {
     type Row = (i64, String, String, String, String, String, String);
     let rows: Vec<Row> = sqlx::query_as(

@@ -4,14 +4,39 @@
 //! batching the statements that are waiting when a commit starts costs each request at most
 //! one commit's latency and divides the flushes by the concurrency.
 //!
-//! Each caller still gets its own answer only after the transaction holding its statement
-//! committed, so nothing is acknowledged before it is durable.
+//! A caller chooses what it waits for: [`GroupCommit::insert`] answers after the commit
+//! (nothing is acknowledged before it is durable), [`GroupCommit::queue`] only until the row
+//! is in the queue, for rows whose loss in a crash is acceptable and which must not slow the
+//! answer down. [`GroupCommit::flush`] is the barrier for both: it returns once everything
+//! queued before it has been written, which is what graceful shutdown and tests wait for.
+
+use std::fmt::Write as _;
 
 use sqlx::{AnyPool, Row};
 use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinSet;
 
-/// Most statements in one grouped transaction.
-const MAX_GROUP: usize = 256;
+use super::Backend;
+
+/// Most rows in one grouped transaction. Under load every transaction is this full, so it
+/// sets how many rows share one durable flush.
+const MAX_GROUP: usize = 1024;
+
+/// Most rows in one multi-row statement (7 columns: 1,792 parameters, far inside SQLite's
+/// and PostgreSQL's limits). A group is cut into statements of power-of-two sizes, so each
+/// table needs only a handful of distinct statements, which stay prepared (sqlx caches
+/// them per connection) instead of one new statement per group size.
+const MAX_ROWS_PER_STATEMENT: usize = 256;
+
+/// Grouped transactions in flight at once. SQLite has one writer, so a group waits for the
+/// previous one; PostgreSQL overlaps them, so the next group is written while the last one
+/// waits for its flush to disk (and concurrent commits share that flush).
+fn groups_in_flight(backend: Backend) -> usize {
+    match backend {
+        Backend::Sqlite => 1,
+        Backend::Postgres => 4,
+    }
+}
 
 /// A value bound to a grouped statement.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,6 +55,12 @@ impl From<i64> for Param {
 impl From<&str> for Param {
     fn from(value: &str) -> Self {
         Param::Text(value.to_string())
+    }
+}
+
+impl From<String> for Param {
+    fn from(value: String) -> Self {
+        Param::Text(value)
     }
 }
 
@@ -54,13 +85,7 @@ pub struct Insert {
 }
 
 impl Insert {
-    fn shape(
-        &self,
-    ) -> (
-        &'static str,
-        &'static [&'static str],
-        &'static [&'static str],
-    ) {
+    fn shape(&self) -> Shape {
         (self.table, self.columns, self.unique)
     }
 
@@ -81,24 +106,30 @@ impl Insert {
 
 struct Pending {
     insert: Insert,
-    reply: oneshot::Sender<Result<bool, String>>,
+    /// `None` for a queued row: nobody waits for its outcome, so a failure is logged here.
+    reply: Option<oneshot::Sender<Result<bool, String>>>,
 }
 
-/// Rows per multi-row statement: well inside SQLite's and PostgreSQL's parameter limits.
-const ROWS_PER_STATEMENT: usize = 100;
+enum Job {
+    Row(Pending),
+    /// Answered once every row received before it has been written.
+    Flush(oneshot::Sender<()>),
+}
 
 /// The handle requests submit grouped writes through; cheap to clone. The committing
 /// task ends when the last handle is dropped.
 #[derive(Debug, Clone)]
 pub struct GroupCommit {
-    queue: mpsc::Sender<Pending>,
+    queue: mpsc::Sender<Job>,
 }
 
 impl GroupCommit {
-    /// Starts the committing task on `pool` (the writer pool).
-    pub fn start(pool: AnyPool) -> Self {
-        let (queue, pending) = mpsc::channel(MAX_GROUP * 4);
-        tokio::spawn(commit_groups(pool, pending));
+    /// Starts the committing task on `pool` (the writer pool) of a `backend` database.
+    pub fn start(pool: AnyPool, backend: Backend) -> Self {
+        // Bounded: when the database falls behind, queueing waits, so requests slow down
+        // instead of piling up rows in memory.
+        let (queue, jobs) = mpsc::channel(MAX_GROUP * 4);
+        tokio::spawn(commit_groups(pool, backend, jobs));
         Self { queue }
     }
 
@@ -106,14 +137,39 @@ impl GroupCommit {
     /// whether it was inserted (false: its unique key existed already).
     pub async fn insert(&self, insert: Insert) -> Result<bool, sqlx::Error> {
         let (reply, answer) = oneshot::channel();
-        self.queue
-            .send(Pending { insert, reply })
-            .await
-            .map_err(|_| stopped())?;
+        self.send(Job::Row(Pending {
+            insert,
+            reply: Some(reply),
+        }))
+        .await?;
         answer
             .await
             .map_err(|_| stopped())?
             .map_err(sqlx::Error::Protocol)
+    }
+
+    /// Queues the row for the next grouped transaction without waiting for it: returns as
+    /// soon as the queue has room. The row is lost if the process dies before its commit,
+    /// and a failed write is only logged (with `qunfa_group_commit_lost_rows_total`).
+    pub async fn queue(&self, insert: Insert) -> Result<(), sqlx::Error> {
+        self.send(Job::Row(Pending {
+            insert,
+            reply: None,
+        }))
+        .await
+    }
+
+    /// Returns once every row queued or inserted before this call has been written
+    /// (committed, or failed and reported). Graceful shutdown calls it before closing the
+    /// pools; tests call it before reading rows that were queued.
+    pub async fn flush(&self) -> Result<(), sqlx::Error> {
+        let (done, finished) = oneshot::channel();
+        self.send(Job::Flush(done)).await?;
+        finished.await.map_err(|_| stopped())
+    }
+
+    async fn send(&self, job: Job) -> Result<(), sqlx::Error> {
+        self.queue.send(job).await.map_err(|_| stopped())
     }
 }
 
@@ -121,55 +177,133 @@ fn stopped() -> sqlx::Error {
     sqlx::Error::Protocol("the group-commit task has stopped".to_string())
 }
 
-async fn commit_groups(pool: AnyPool, mut pending: mpsc::Receiver<Pending>) {
-    let mut group = Vec::with_capacity(MAX_GROUP);
-    while pending.recv_many(&mut group, MAX_GROUP).await > 0 {
-        match run_group(&pool, &group).await {
-            Ok(inserted) => {
-                for (item, inserted) in group.drain(..).zip(inserted) {
-                    let _ = item.reply.send(Ok(inserted));
+async fn commit_groups(pool: AnyPool, backend: Backend, mut jobs: mpsc::Receiver<Job>) {
+    let limit = groups_in_flight(backend);
+    let mut writing = JoinSet::new();
+    let mut received = Vec::with_capacity(MAX_GROUP);
+    let mut barriers = Vec::new();
+    loop {
+        // Waiting for a free slot before taking rows lets a group gather everything that
+        // arrived while the previous ones were being written.
+        while writing.len() >= limit {
+            finished(writing.join_next().await);
+        }
+        if jobs.recv_many(&mut received, MAX_GROUP).await == 0 {
+            break;
+        }
+        let mut rows = Vec::with_capacity(received.len());
+        for job in received.drain(..) {
+            match job {
+                Job::Row(row) => rows.push(row),
+                Job::Flush(done) => barriers.push(done),
+            }
+        }
+        if !rows.is_empty() {
+            writing.spawn(write_rows(pool.clone(), backend, rows));
+        }
+        if !barriers.is_empty() {
+            // Every row received before a barrier is in a group started by now.
+            while let Some(result) = writing.join_next().await {
+                finished(Some(result));
+            }
+            for done in barriers.drain(..) {
+                let _ = done.send(());
+            }
+        }
+    }
+    while let Some(result) = writing.join_next().await {
+        finished(Some(result));
+    }
+}
+
+fn finished(result: Option<Result<(), tokio::task::JoinError>>) {
+    if let Some(Err(error)) = result {
+        tracing::error!(%error, "a group-commit task failed; its callers were told it stopped");
+    }
+}
+
+/// Writes one batch and answers every caller. The whole batch is one transaction; if it
+/// fails and holds rows of several shapes, each shape is tried again on its own, so one
+/// table's problem (a failing constraint, a missing table) does not take other requests'
+/// unrelated rows down with it.
+async fn write_rows(pool: AnyPool, backend: Backend, rows: Vec<Pending>) {
+    let shapes = shapes(&rows);
+    let outcome = match run_group(&pool, backend, &rows, &shapes).await {
+        Err(_) if shapes.len() > 1 => {
+            let mut inserted = vec![Ok(false); rows.len()];
+            for shape in &shapes {
+                let alone = std::slice::from_ref(shape);
+                let result = run_group(&pool, backend, &rows, alone).await;
+                for &index in &shape.1 {
+                    inserted[index] = match &result {
+                        Ok(answers) => Ok(answers[index]),
+                        Err(error) => Err(error.to_string()),
+                    };
                 }
             }
-            Err(error) => {
-                let message = error.to_string();
-                for item in group.drain(..) {
-                    let _ = item.reply.send(Err(message.clone()));
+            inserted
+        }
+        Err(error) => vec![Err(error.to_string()); rows.len()],
+        Ok(inserted) => inserted.into_iter().map(Ok).collect(),
+    };
+    for (row, outcome) in rows.into_iter().zip(outcome) {
+        match row.reply {
+            Some(reply) => {
+                let _ = reply.send(outcome);
+            }
+            None => {
+                if let Err(error) = outcome {
+                    lost(row.insert.table, &error);
                 }
             }
         }
     }
 }
 
-/// One transaction for the whole group: all of it commits or none of it does, and every
-/// caller hears the same outcome. Answers per row, in the group's order.
-async fn run_group(pool: &AnyPool, group: &[Pending]) -> Result<Vec<bool>, sqlx::Error> {
-    let mut inserted = vec![false; group.len()];
-    let mut shapes: Vec<(_, Vec<usize>)> = Vec::new();
-    for (index, item) in group.iter().enumerate() {
+fn lost(table: &'static str, error: &str) {
+    metrics::counter!("qunfa_group_commit_lost_rows_total", "table" => table).increment(1);
+    tracing::error!(table, %error, "a queued row could not be written and is lost");
+}
+
+type Shape = (
+    &'static str,
+    &'static [&'static str],
+    &'static [&'static str],
+);
+
+/// The batch's rows by shape (table, columns, unique key), as indexes, in first-seen order.
+fn shapes(rows: &[Pending]) -> Vec<(Shape, Vec<usize>)> {
+    let mut shapes: Vec<(Shape, Vec<usize>)> = Vec::new();
+    for (index, item) in rows.iter().enumerate() {
         let shape = item.insert.shape();
         match shapes.iter_mut().find(|(known, _)| *known == shape) {
             Some((_, members)) => members.push(index),
             None => shapes.push((shape, vec![index])),
         }
     }
+    shapes
+}
+
+/// One transaction for the rows of `shapes`: all of them commit or none do. Answers per
+/// row of `group`, by index (rows outside `shapes` read as not inserted).
+async fn run_group(
+    pool: &AnyPool,
+    backend: Backend,
+    group: &[Pending],
+    shapes: &[(Shape, Vec<usize>)],
+) -> Result<Vec<bool>, sqlx::Error> {
+    let mut inserted = vec![false; group.len()];
     let mut tx = pool.begin().await?;
-    for ((table, columns, unique), members) in &shapes {
-        for chunk in members.chunks(ROWS_PER_STATEMENT) {
-            let rows = (0..chunk.len())
-                .map(|row| {
-                    let placeholders = (0..columns.len())
-                        .map(|column| format!("${}", row * columns.len() + column + 1))
-                        .collect::<Vec<_>>()
-                        .join(", ");
-                    format!("({placeholders})")
-                })
-                .collect::<Vec<_>>()
-                .join(", ");
-            let mut sql = format!("INSERT INTO {table} ({}) VALUES {rows}", columns.join(", "));
-            if !unique.is_empty() {
-                let key = unique.join(", ");
-                sql.push_str(&format!(" ON CONFLICT ({key}) DO NOTHING RETURNING {key}"));
-            }
+    for (shape, members) in shapes {
+        let (_, _, unique) = *shape;
+        let mut rest: &[usize] = members;
+        while !rest.is_empty() {
+            let (chunk, after) = rest.split_at(statement_rows(rest.len()));
+            rest = after;
+            // Which rows were new only matters to callers that wait for the answer; for
+            // queued rows the database skips duplicates and nothing is read back.
+            let answered = !unique.is_empty() && chunk.iter().any(|&i| group[i].reply.is_some());
+            let sql = insert_sql(*shape, backend, chunk.len(), answered);
             let mut query = sqlx::query(&sql);
             for &index in chunk {
                 for param in &group[index].insert.values {
@@ -180,10 +314,10 @@ async fn run_group(pool: &AnyPool, group: &[Pending]) -> Result<Vec<bool>, sqlx:
                     };
                 }
             }
-            if unique.is_empty() {
+            if !answered {
                 query.execute(&mut *tx).await?;
                 for &index in chunk {
-                    inserted[index] = true;
+                    inserted[index] = unique.is_empty();
                 }
                 continue;
             }
@@ -198,7 +332,8 @@ async fn run_group(pool: &AnyPool, group: &[Pending]) -> Result<Vec<bool>, sqlx:
                 })
                 .collect::<Result<_, _>>()?;
             // A key inserted by this statement belongs to its first row in the group; a
-            // repeat of it in the same group is a duplicate like any other.
+            // repeat of it in the same group is a duplicate like any other. (A repeat in
+            // another statement of the group meets the first row's key and is skipped.)
             for &index in chunk {
                 let key = group[index].insert.key();
                 if let Some(position) = new_keys.iter().position(|new| *new == key) {
@@ -210,6 +345,52 @@ async fn run_group(pool: &AnyPool, group: &[Pending]) -> Result<Vec<bool>, sqlx:
     }
     tx.commit().await?;
     Ok(inserted)
+}
+
+/// How many of `remaining` rows the next statement takes: the largest power of two that
+/// fits, at most [`MAX_ROWS_PER_STATEMENT`].
+fn statement_rows(remaining: usize) -> usize {
+    let fits = 1 << remaining.max(1).ilog2();
+    fits.min(MAX_ROWS_PER_STATEMENT)
+}
+
+/// The multi-row INSERT for `rows` rows of `shape`, returning the unique keys it inserted
+/// when `returning`. SQLite gets anonymous `?` parameters: sqlx looks up the name of every
+/// numbered one, which SQLite finds by a linear search, so `$n` costs time quadratic in a
+/// statement's parameter count.
+fn insert_sql(
+    (table, columns, unique): Shape,
+    backend: Backend,
+    rows: usize,
+    returning: bool,
+) -> String {
+    let mut sql = format!("INSERT INTO {table} ({}) VALUES ", columns.join(", "));
+    for row in 0..rows {
+        if row > 0 {
+            sql.push_str(", ");
+        }
+        sql.push('(');
+        for column in 0..columns.len() {
+            if column > 0 {
+                sql.push_str(", ");
+            }
+            match backend {
+                Backend::Sqlite => sql.push('?'),
+                Backend::Postgres => {
+                    let _ = write!(sql, "${}", row * columns.len() + column + 1);
+                }
+            }
+        }
+        sql.push(')');
+    }
+    if !unique.is_empty() {
+        let key = unique.join(", ");
+        let _ = write!(sql, " ON CONFLICT ({key}) DO NOTHING");
+        if returning {
+            let _ = write!(sql, " RETURNING {key}");
+        }
+    }
+    sql
 }
 
 #[cfg(test)]
@@ -266,5 +447,113 @@ mod tests {
         assert!(grouped.insert(event("a", "x")).await.unwrap());
         assert!(!grouped.insert(event("a", "x")).await.unwrap());
         test_db.cleanup().await.unwrap();
+    }
+
+    async fn count(db: &crate::db::Db, table: &str) -> i64 {
+        let (rows,): (i64,) = sqlx::query_as(&format!("SELECT COUNT(*) FROM {table}"))
+            .fetch_one(db.reader())
+            .await
+            .unwrap();
+        rows
+    }
+
+    async fn queued_rows_are_written_by_the_time_flush_returns(test_db: TestDb) {
+        let grouped = test_db.db.grouped().clone();
+        for i in 0..600 {
+            // More than one batch, with a duplicate of every id.
+            grouped
+                .queue(event("acct", &format!("e{}", i % 300)))
+                .await
+                .unwrap();
+        }
+        grouped.flush().await.unwrap();
+        assert_eq!(count(&test_db.db, "inbound_events").await, 300);
+        grouped.flush().await.unwrap();
+        test_db.cleanup().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn queued_rows_are_written_by_the_time_flush_returns_on_sqlite() {
+        queued_rows_are_written_by_the_time_flush_returns(TestDb::sqlite().await.unwrap()).await;
+    }
+
+    #[tokio::test]
+    async fn queued_rows_are_written_by_the_time_flush_returns_on_postgres() {
+        if let Some(test_db) = TestDb::postgres().await.unwrap() {
+            queued_rows_are_written_by_the_time_flush_returns(test_db).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failing_table_does_not_take_the_other_rows_of_its_batch_down() {
+        let test_db = TestDb::sqlite().await.unwrap();
+        let grouped = test_db.db.grouped().clone();
+        // On this single-threaded runtime the committer runs only once the test awaits an
+        // answer, so the queued row and the inserted one arrive as one batch.
+        grouped
+            .queue(Insert {
+                table: "no_such_table",
+                columns: &["x"],
+                unique: &[],
+                values: vec![Param::Null],
+            })
+            .await
+            .unwrap();
+        grouped.queue(event("a", "queued")).await.unwrap();
+        assert!(grouped.insert(event("a", "awaited")).await.unwrap());
+        grouped.flush().await.unwrap();
+        assert_eq!(count(&test_db.db, "inbound_events").await, 2);
+        test_db.cleanup().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn closing_the_database_writes_what_is_still_queued() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = crate::db::DatabaseUrl::Sqlite(dir.path().join("q.db"));
+        let db = crate::db::Db::open(&url).await.unwrap();
+        for i in 0..50 {
+            db.grouped()
+                .queue(event("acct", &format!("e{i}")))
+                .await
+                .unwrap();
+        }
+        db.close().await;
+        let reopened = crate::db::Db::open(&url).await.unwrap();
+        assert_eq!(count(&reopened, "inbound_events").await, 50);
+        reopened.close().await;
+    }
+
+    #[test]
+    fn groups_are_cut_into_few_distinct_statement_sizes() {
+        let mut sizes = std::collections::BTreeSet::new();
+        for total in 1..=MAX_GROUP {
+            let mut rest = total;
+            let mut statements = 0;
+            while rest > 0 {
+                let rows = statement_rows(rest);
+                assert!(rows <= rest && rows <= MAX_ROWS_PER_STATEMENT);
+                sizes.insert(rows);
+                rest -= rows;
+                statements += 1;
+            }
+            assert!(
+                statements <= 12,
+                "{total} rows took {statements} statements"
+            );
+        }
+        assert_eq!(sizes.len(), 9, "1, 2, 4, ... 256: {sizes:?}");
+    }
+
+    #[test]
+    fn placeholders_suit_the_backend() {
+        let shape = event("a", "b").shape();
+        assert_eq!(
+            insert_sql(shape, Backend::Sqlite, 2, true),
+            "INSERT INTO inbound_events (account, event_id, received_at) VALUES (?, ?, ?), (?, ?, ?) \
+             ON CONFLICT (account, event_id) DO NOTHING RETURNING account, event_id"
+        );
+        let queued = insert_sql(shape, Backend::Postgres, 2, false);
+        assert!(queued.contains("($1, $2, $3), ($4, $5, $6)"), "{queued}");
+        assert!(queued.ends_with("DO NOTHING"), "{queued}");
     }
 }

@@ -13,6 +13,7 @@ pub mod testing;
 mod url;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::Once;
 use std::time::Duration;
 
@@ -70,7 +71,8 @@ pub struct Db {
     backend: Backend,
     writer: AnyPool,
     reader: AnyPool,
-    url: DatabaseUrl,
+    /// Shared: a `Db` is cloned with every request's application state.
+    url: Arc<DatabaseUrl>,
     grouped: GroupCommit,
 }
 
@@ -97,10 +99,10 @@ impl Db {
                     })?;
                 Ok(Self {
                     backend: Backend::Postgres,
-                    grouped: GroupCommit::start(pool.clone()),
+                    grouped: GroupCommit::start(pool.clone(), Backend::Postgres),
                     writer: pool.clone(),
                     reader: pool,
-                    url: url.clone(),
+                    url: Arc::new(url.clone()),
                 })
             }
         }
@@ -115,10 +117,10 @@ impl Db {
         let reader = sqlite_pool(&url.sqlx_url(), 4).await.map_err(open_error)?;
         Ok(Self {
             backend: Backend::Sqlite,
-            grouped: GroupCommit::start(writer.clone()),
+            grouped: GroupCommit::start(writer.clone(), Backend::Sqlite),
             writer,
             reader,
-            url: url.clone(),
+            url: Arc::new(url.clone()),
         })
     }
 
@@ -214,7 +216,11 @@ impl Db {
             .map(|_| ())
     }
 
+    /// Writes what is still queued for a group commit, then closes the pools.
     pub async fn close(&self) {
+        if let Err(error) = self.grouped.flush().await {
+            tracing::error!(%error, "rows queued for the database could not be written at shutdown");
+        }
         self.writer.close().await;
         self.reader.close().await;
     }

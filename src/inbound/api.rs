@@ -17,7 +17,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde_json::json;
 
+use super::admission::Admission;
 use super::deferred::DeferredBot;
+use super::runtime::memory_key;
 use super::{
     ChatEvent, Reply, dingtalk, feishu_http, qq, shell, slack, standard, store, wechat_oa,
     wecom_aibot, wecom_app,
@@ -158,30 +160,32 @@ impl Callback<'_> {
         Ok((parts, bytes))
     }
 
-    /// True the first time this account sees `event_id`, false for a retry or replay
-    /// (acknowledge it and do nothing). Persisted, so it holds across restarts.
-    pub async fn first_time(&self, event_id: &str) -> Result<bool, Rejection> {
-        let key = self.memory_key(event_id);
-        if self.state.inbound.seen_recently(&key) {
-            return Ok(false);
+    /// Admits a chat message for the bot the first time this account's `event_id` is seen;
+    /// `None` for a retry or replay (acknowledge it and do nothing). Claimed in memory at
+    /// once, without a database round trip; the bot then records the id durably in the
+    /// way its work needs (see [`Admission`]).
+    pub async fn admit(&self, event_id: &str) -> Option<Admission> {
+        let inbound = &self.state.inbound;
+        inbound.load_recent(&self.state.db).await;
+        Admission::claim(inbound, &self.account.id, event_id, self.now_ms())
+    }
+
+    /// For callbacks that run nothing (a handshake's nonce, an event the bot ignores): true
+    /// the first time this account sees `event_id`, false for a retry or replay. The id is
+    /// recorded in the background.
+    pub async fn first_time(&self, event_id: &str) -> bool {
+        match self.admit(event_id).await {
+            Some(admission) => {
+                admission.record_later(&self.state.db).await;
+                true
+            }
+            None => false,
         }
-        let first = store::remember_event(&self.state.db, &self.account.id, event_id, self.now_ms())
-            .await
-            .map_err(|error| {
-                tracing::error!(%error, inbound.account = %self.account.id, "cannot record a callback id");
-                Rejection::internal("cannot record the callback; retry later")
-            })?;
-        self.state.inbound.remember(&key);
-        Ok(first)
     }
 
-    fn memory_key(&self, event_id: &str) -> String {
-        format!("{}\u{0}{event_id}", self.account.id)
-    }
-
-    /// The bot's answer to one chat message (commands, roles, audit, opt-out).
-    pub async fn run_command(&self, event: &ChatEvent) -> Vec<Reply> {
-        DeferredBot::new(self).run(event).await
+    /// The bot's answer to one admitted chat message (commands, roles, audit, opt-out).
+    pub async fn run_command(&self, event: &ChatEvent, admission: Admission) -> Vec<Reply> {
+        DeferredBot::new(self, admission).run(event).await
     }
 
     /// Keeps a verified non-message event (read receipt, card click, send report) once
@@ -194,7 +198,7 @@ impl Callback<'_> {
         payload: &serde_json::Value,
     ) -> Result<bool, Rejection> {
         let dedup_key = format!("{kind}:{event_id}");
-        let key = self.memory_key(&dedup_key);
+        let key = memory_key(&self.account.id, &dedup_key);
         if self.state.inbound.seen_recently(&key) {
             return Ok(false);
         }
@@ -324,7 +328,7 @@ mod tests {
     use crate::bot::test_support;
 
     #[tokio::test]
-    async fn callback_ids_are_processed_once_also_after_a_restart() {
+    async fn callback_ids_are_claimed_at_once_and_known_after_a_restart() {
         let (_dir, db) = test_support::db().await;
         let state = test_support::app_state(db.clone(), "t", vec![]);
         let live = state.live();
@@ -334,20 +338,28 @@ mod tests {
             rules: &live.rules,
             account,
         };
-        assert!(callback.first_time("evt-1").await.unwrap());
+        let first = callback.admit("evt-1").await.expect("new");
         assert!(
-            !callback.first_time("evt-1").await.unwrap(),
-            "in-memory front"
+            callback.admit("evt-1").await.is_none(),
+            "claimed before anything is written"
         );
-        // A new process has an empty memory; the database still knows the id.
+        first.record_later(&db).await;
+        // A request cancelled before the bot decided leaves the id to the retry.
+        drop(callback.admit("evt-2").await.expect("new"));
+        assert!(callback.first_time("evt-2").await, "released");
+        assert!(!callback.first_time("evt-2").await);
+        db.grouped().flush().await.unwrap();
+
+        // A new process has an empty memory; it loads the recent ids from the database.
         let restarted = test_support::app_state(db.clone(), "t", vec![]);
         let callback = Callback {
             state: &restarted,
             rules: &live.rules,
             account,
         };
-        assert!(!callback.first_time("evt-1").await.unwrap(), "persisted");
-        assert!(callback.first_time("evt-2").await.unwrap());
+        assert!(callback.admit("evt-1").await.is_none(), "persisted");
+        assert!(!callback.first_time("evt-2").await, "persisted");
+        assert!(callback.first_time("evt-3").await);
         let payload = json!({"message_id": "om_1", "reader": "ou_1"});
         let record = || callback.record_event_once("feishu.message_read", "e-9", &payload);
         assert!(record().await.unwrap());

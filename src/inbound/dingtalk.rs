@@ -216,13 +216,14 @@ pub(super) async fn receive(
     }
     let incoming = parse(&body, &callback.account.id)
         .map_err(|error| Rejection::malformed(error.to_string()))?;
-    if !callback.first_time(incoming.msg_id()).await? {
-        return Ok(acknowledge());
-    }
-    let Incoming::Message { event, mention } = incoming else {
+    let Some(admission) = callback.admit(incoming.msg_id()).await else {
         return Ok(acknowledge());
     };
-    let replies = callback.run_command(&event).await;
+    let Incoming::Message { event, mention } = incoming else {
+        admission.record_later(&callback.state.db).await;
+        return Ok(acknowledge());
+    };
+    let replies = callback.run_command(&event, admission).await;
     if replies.is_empty() {
         return Ok(acknowledge());
     }

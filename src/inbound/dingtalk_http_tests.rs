@@ -69,6 +69,7 @@ async fn a_signed_whoami_is_answered_in_the_body_mentioning_the_sender() {
     ] {
         assert!(text.contains(expected), "{expected:?} in {text}");
     }
+    fixture.state.db.grouped().flush().await.unwrap();
     let audit = crate::bot::recent_audit(&fixture.state.db, 10)
         .await
         .unwrap();

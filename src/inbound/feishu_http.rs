@@ -71,10 +71,10 @@ pub(super) async fn receive(
             Ok(acknowledge())
         }
         Incoming::Message { event_id, event } => {
-            if !callback.first_time(&event_id).await? {
+            let Some(admission) = callback.admit(&event_id).await else {
                 return Ok(acknowledge());
-            }
-            let bot = DeferredBot::new(callback);
+            };
+            let bot = DeferredBot::new(callback, admission);
             let api = ReplyApi {
                 http: callback.http().clone(),
                 runtime: callback.state.inbound.clone(),

@@ -61,6 +61,7 @@ pub async fn replies_done(fixture: &Fixture) {
 }
 
 pub async fn audit_count(fixture: &Fixture) -> usize {
+    fixture.state.db.grouped().flush().await.unwrap();
     crate::bot::recent_audit(&fixture.state.db, 100)
         .await
         .map(|rows| rows.len())

@@ -2,6 +2,7 @@
 //! [`ChatEvent`]s. One file per platform; `api.rs` dispatches and offers the shared
 //! services (`Callback`). Nothing here knows about campaigns or delivery.
 
+mod admission;
 mod api;
 pub(crate) mod crypto;
 mod deferred;
@@ -25,6 +26,7 @@ mod wecom_app;
 mod wx;
 mod wx_handler;
 
+pub use admission::{Admission, Effects};
 pub use api::routes;
 pub use event::{ChatEvent, ChatKind, Reply};
 pub use runtime::{InboundRuntime, TokenCache};

@@ -48,7 +48,7 @@ pub(in crate::inbound) async fn receive(
         } => Ok(Json(validation_answer(&key, &plain_token, &event_ts)).into_response()),
         QqCallback::Other { kind, dedup_key } => {
             if let Some(key) = &dedup_key
-                && !callback.first_time(key).await?
+                && !callback.first_time(key).await
             {
                 return Ok(Json(ack()).into_response());
             }
@@ -60,10 +60,10 @@ pub(in crate::inbound) async fn receive(
             reply,
             dedup_key,
         } => {
-            if !callback.first_time(&dedup_key).await? {
+            let Some(admission) = callback.admit(&dedup_key).await else {
                 return Ok(Json(ack()).into_response());
-            }
-            let bot = DeferredBot::new(callback);
+            };
+            let bot = DeferredBot::new(callback, admission);
             let api = ReplyApi {
                 http: callback.http().clone(),
                 tokens: callback.state.inbound.clone(),

@@ -4,14 +4,18 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use secrecy::SecretString;
+use tokio::sync::OnceCell;
 use tokio_util::task::TaskTracker;
 
-/// How many recent event ids are remembered in memory; older ones are still found in the
-/// database, this only saves a round trip for a platform's quick retries.
+use super::store;
+use crate::db::Db;
+
+/// How many recent event ids are remembered in memory (and loaded at start): a platform
+/// retries within minutes, and its time window refuses older replays anyway.
 const RECENT_CAPACITY: usize = 50_000;
 /// A cached token is refreshed this long before the platform says it expires.
 const TOKEN_MARGIN: Duration = Duration::from_secs(60);
@@ -20,6 +24,7 @@ const TOKEN_MARGIN: Duration = Duration::from_secs(60);
 #[derive(Debug)]
 pub struct InboundRuntime {
     recent: Mutex<Recent>,
+    loaded: OnceCell<()>,
     http: reqwest::Client,
     tokens: TokenCache,
     replies: TaskTracker,
@@ -29,6 +34,7 @@ impl Default for InboundRuntime {
     fn default() -> Self {
         Self {
             recent: Mutex::new(Recent::default()),
+            loaded: OnceCell::new(),
             http: crate::channels::http_client(Duration::from_secs(10)),
             tokens: TokenCache::default(),
             replies: TaskTracker::new(),
@@ -50,6 +56,51 @@ impl InboundRuntime {
         if let Ok(mut recent) = self.recent.lock() {
             recent.check_and_insert(key);
         }
+    }
+
+    /// Claims `key` for this process: true when it was not seen recently (the caller goes
+    /// on), false for a duplicate. Claimed at once, before any database write, so a replay
+    /// arriving while the first copy is still being handled is caught.
+    pub(crate) fn claim(&self, key: &Arc<str>) -> bool {
+        self.recent
+            .lock()
+            .is_ok_and(|mut recent| recent.insert(key.clone()))
+    }
+
+    /// Gives up a claim whose work did not happen (its transaction failed, or the request
+    /// was cancelled), so the platform's retry is handled rather than taken for a duplicate.
+    pub(crate) fn release(&self, key: &str) {
+        if let Ok(mut recent) = self.recent.lock() {
+            // Its place in the eviction order stays: should the key be claimed again, it is
+            // merely forgotten a little early, which the database still backs.
+            recent.keys.remove(key);
+        }
+    }
+
+    /// Fills the memory from the database once per process, so that right after a restart
+    /// the callback ids of the last moments are still known without asking the database
+    /// on every callback. Later calls return at once. A failure is logged and not retried:
+    /// the memory then fills from new callbacks only.
+    pub(crate) async fn load_recent(&self, db: &Db) {
+        self.loaded
+            .get_or_init(|| async {
+                match store::recent_event_keys(db, RECENT_CAPACITY).await {
+                    Ok(keys) => {
+                        let count = keys.len();
+                        if let Ok(mut recent) = self.recent.lock() {
+                            // Oldest first, so that eviction keeps the newest.
+                            for (account, event_id) in keys.iter().rev() {
+                                recent.insert(memory_key(account, event_id));
+                            }
+                        }
+                        tracing::debug!(count, "recent callback ids loaded");
+                    }
+                    Err(error) => {
+                        tracing::error!(%error, "cannot load recent callback ids; de-duplication after this restart relies on the database alone");
+                    }
+                }
+            })
+            .await;
     }
 
     pub fn http(&self) -> &reqwest::Client {
@@ -81,25 +132,41 @@ impl InboundRuntime {
     }
 }
 
+/// The memory's key for one account's callback id.
+pub(crate) fn memory_key(account: &str, event_id: &str) -> Arc<str> {
+    let mut key = String::with_capacity(account.len() + 1 + event_id.len());
+    key.push_str(account);
+    key.push('\u{0}');
+    key.push_str(event_id);
+    Arc::from(key)
+}
+
+/// Each key is allocated once and shared by the set and the eviction order (and by the
+/// claim that holds it): this runs on every callback.
 #[derive(Debug, Default)]
 struct Recent {
-    keys: HashSet<String>,
-    order: VecDeque<String>,
+    keys: HashSet<Arc<str>>,
+    order: VecDeque<Arc<str>>,
 }
 
 impl Recent {
     fn check_and_insert(&mut self, key: &str) -> bool {
-        if self.keys.contains(key) {
-            return true;
+        self.keys.contains(key) || !self.insert(Arc::from(key))
+    }
+
+    /// Inserts `key` unless present; true when inserted.
+    fn insert(&mut self, key: Arc<str>) -> bool {
+        if self.keys.contains(&key) {
+            return false;
         }
         if self.order.len() >= RECENT_CAPACITY
             && let Some(oldest) = self.order.pop_front()
         {
             self.keys.remove(&oldest);
         }
-        self.keys.insert(key.to_string());
-        self.order.push_back(key.to_string());
-        false
+        self.keys.insert(key.clone());
+        self.order.push_back(key);
+        true
     }
 }
 

@@ -76,6 +76,7 @@ async fn a_local_caller_with_the_token_gets_the_bots_replies() {
     );
     assert!(text.contains("role: admin"), "{text}");
 
+    db.grouped().flush().await.unwrap();
     let audit = crate::bot::recent_audit(&db, 1).await.unwrap();
     assert_eq!(audit[0].chat, CONSOLE_CHAT);
     assert_eq!(audit[0].sender, "admin");
@@ -101,6 +102,7 @@ async fn a_remote_peer_is_refused_even_with_the_token() {
         assert_eq!(status, StatusCode::FORBIDDEN, "{peer:?}");
         assert_eq!(error_code(&answer), "not_loopback");
     }
+    db.grouped().flush().await.unwrap();
     assert!(crate::bot::recent_audit(&db, 10).await.unwrap().is_empty());
 }
 

@@ -18,6 +18,7 @@ use super::{
     RETRY_NUM_HEADER, SIGNATURE_HEADER, SlackCallback, SlackError, TIMESTAMP_HEADER,
     command_answer, parse, post_message_body, post_message_url, verify,
 };
+use crate::inbound::Admission;
 use crate::inbound::api::{Callback, Rejection};
 use crate::inbound::deferred::DeferredBot;
 use crate::inbound::{ChatEvent, Reply};
@@ -55,25 +56,32 @@ pub(in crate::inbound) async fn receive(
     )
     .map_err(rejection)?;
     let parsed = parse(&callback.account.id, &body).map_err(rejection)?;
-    if let Some(key) = parsed.dedup_key()
-        && !callback.first_time(key).await?
-    {
-        tracing::debug!(
-            inbound.account = %callback.account.id,
-            retry = parts.headers.get(RETRY_NUM_HEADER).and_then(|value| value.to_str().ok()),
-            "Slack re-delivered a callback already handled"
-        );
-        return Ok(acknowledge());
-    }
+    let admission = match parsed.dedup_key() {
+        None => Admission::unrecorded(),
+        Some(key) => match callback.admit(key).await {
+            Some(admission) => admission,
+            None => {
+                tracing::debug!(
+                    inbound.account = %callback.account.id,
+                    retry = parts.headers.get(RETRY_NUM_HEADER).and_then(|value| value.to_str().ok()),
+                    "Slack re-delivered a callback already handled"
+                );
+                return Ok(acknowledge());
+            }
+        },
+    };
     match parsed {
         SlackCallback::UrlVerification { challenge } => {
             Ok(([(CONTENT_TYPE, "text/plain; charset=utf-8")], challenge).into_response())
         }
-        SlackCallback::Ignored { .. } => Ok(acknowledge()),
+        SlackCallback::Ignored { .. } => {
+            admission.record_later(&callback.state.db).await;
+            Ok(acknowledge())
+        }
         SlackCallback::Command {
             event,
             response_url,
-        } => Ok(answer_command(callback, event, response_url).await),
+        } => Ok(answer_command(callback, event, response_url, admission).await),
         SlackCallback::Message { event, reply } => {
             let token = match bot_token.as_ref().map(|token| token.resolve()) {
                 Some(Ok(token)) => Some(token),
@@ -81,7 +89,7 @@ pub(in crate::inbound) async fn receive(
             };
             let url = post_message_url(base_url);
             let http = callback.http().clone();
-            let bot = DeferredBot::new(callback);
+            let bot = DeferredBot::new(callback, admission);
             callback.reply_later(async move {
                 let replies = bot.run(&event).await;
                 if replies.is_empty() {
@@ -103,8 +111,9 @@ async fn answer_command(
     callback: &Callback<'_>,
     event: ChatEvent,
     response_url: Option<String>,
+    admission: Admission,
 ) -> Response {
-    let bot = DeferredBot::new(callback);
+    let bot = DeferredBot::new(callback, admission);
     let replies = async move { bot.run(&event).await };
     answer_in_time(callback, COMMAND_DEADLINE, replies, response_url).await
 }

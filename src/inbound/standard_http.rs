@@ -43,10 +43,10 @@ pub(in crate::inbound) async fn receive(
     let parsed = parse(&callback.account.id, id, &body).map_err(rejection)?;
     match parsed {
         StandardCallback::Message(event) => {
-            if !callback.first_time(id).await? {
+            let Some(admission) = callback.admit(id).await else {
                 return Ok(answer(Vec::new()));
-            }
-            Ok(answer(callback.run_command(&event).await))
+            };
+            Ok(answer(callback.run_command(&event, admission).await))
         }
         StandardCallback::Other(payload) => {
             let kind = format!("standard.{}", payload.kind);

@@ -1,26 +1,53 @@
 //! SQL of the inbound side: processed callback ids (so a retried callback never runs a
 //! command twice, also after a restart) and non-message platform events.
 
+use sqlx::AnyConnection;
+
 use crate::clock::UnixMillis;
 use crate::db::{Db, Insert};
 
-/// Records `event_id` for `account`; true when this is the first time it is seen. Shares a
-/// durable commit with other requests' small writes (group commit): this runs on every
-/// callback.
-pub async fn remember_event(
-    db: &Db,
+/// The `inbound_events` row that records `event_id` for `account`, for the group commit
+/// (a duplicate key is skipped, not an error).
+pub(crate) fn event_row(account: &str, event_id: &str, now: UnixMillis) -> Insert {
+    Insert {
+        table: "inbound_events",
+        columns: &["account", "event_id", "received_at"],
+        unique: &["account", "event_id"],
+        values: vec![account.into(), event_id.into(), now.into()],
+    }
+}
+
+/// Records `event_id` for `account` on `connection` (inside the caller's transaction);
+/// true when this is the first time it is seen.
+pub(crate) async fn insert_event(
+    connection: &mut AnyConnection,
     account: &str,
     event_id: &str,
     now: UnixMillis,
 ) -> Result<bool, sqlx::Error> {
-    db.grouped()
-        .insert(Insert {
-            table: "inbound_events",
-            columns: &["account", "event_id", "received_at"],
-            unique: &["account", "event_id"],
-            values: vec![account.into(), event_id.into(), now.into()],
-        })
-        .await
+    let inserted = sqlx::query(
+        "INSERT INTO inbound_events (account, event_id, received_at) VALUES ($1, $2, $3) \
+         ON CONFLICT (account, event_id) DO NOTHING",
+    )
+    .bind(account)
+    .bind(event_id)
+    .bind(now)
+    .execute(connection)
+    .await?;
+    Ok(inserted.rows_affected() == 1)
+}
+
+/// The `limit` most recently received (account, event id) pairs, newest first.
+pub(crate) async fn recent_event_keys(
+    db: &Db,
+    limit: usize,
+) -> Result<Vec<(String, String)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT account, event_id FROM inbound_events ORDER BY received_at DESC LIMIT $1",
+    )
+    .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+    .fetch_all(db.reader())
+    .await
 }
 
 /// Keeps a verified non-message event for the delivery and campaign layers, once per
@@ -40,17 +67,7 @@ pub async fn record_platform_event_once(
     now: UnixMillis,
 ) -> Result<bool, sqlx::Error> {
     let mut tx = db.writer().begin().await?;
-    let first = sqlx::query(
-        "INSERT INTO inbound_events (account, event_id, received_at) VALUES ($1, $2, $3) \
-         ON CONFLICT (account, event_id) DO NOTHING",
-    )
-    .bind(account)
-    .bind(dedup_key)
-    .bind(now)
-    .execute(&mut *tx)
-    .await?
-    .rows_affected()
-        == 1;
+    let first = insert_event(&mut tx, account, dedup_key, now).await?;
     if first {
         sqlx::query(
             "INSERT INTO platform_events (platform, account, kind, event_id, payload, received_at) \

@@ -92,17 +92,17 @@ pub(super) async fn receive(
     // Plain mode signs the query only; a second use of it is a retry or a forged body.
     if crypt.is_none()
         && let Some(key) = nonce_key(&params)
-        && !callback.first_time(&key).await?
+        && !callback.first_time(&key).await
     {
         return Ok(plain(ACK.to_string()));
     }
     let received = parse_message(&message, &callback.account.id).map_err(rejection)?;
-    let Next::Answer(event) = dispatch(callback, received).await? else {
+    let Next::Answer(event, admission) = dispatch(callback, received).await? else {
         return Ok(plain(ACK.to_string()));
     };
     let openid = event.sender.clone();
     let account_name = account_name(&message).unwrap_or_default();
-    match answer_in_time(callback, event).await {
+    match answer_in_time(callback, event, admission).await {
         Some(text) => {
             let now_secs = callback.now_ms().div_euclid(1000);
             let reply = passive_reply(

@@ -63,8 +63,8 @@ pub(super) async fn receive(
         AibotCallback::Message(message) => (Received::Message(message.event), message.response_url),
         AibotCallback::Other(other) => (other, None),
     };
-    if let Next::Answer(event) = dispatch(callback, received).await? {
-        let bot = DeferredBot::new(callback);
+    if let Next::Answer(event, admission) = dispatch(callback, received).await? {
+        let bot = DeferredBot::new(callback, admission);
         let http = callback.http().clone();
         let account = callback.account.id.clone();
         callback.reply_later(async move {

@@ -48,11 +48,11 @@ pub(super) async fn receive(
     let message = open_payload(&crypt, &signed, &encrypt, callback.now_ms()).map_err(rejection)?;
     let received =
         parse_message(&message, &callback.account.id, agent_id.as_deref()).map_err(rejection)?;
-    let Next::Answer(event) = dispatch(callback, received).await? else {
+    let Next::Answer(event, admission) = dispatch(callback, received).await? else {
         return Ok(plain(String::new()));
     };
     let user = event.sender.clone();
-    match answer_in_time(callback, event).await {
+    match answer_in_time(callback, event, admission).await {
         Some(text) => {
             let now_secs = callback.now_ms().div_euclid(1000);
             let reply = passive_reply(&crypt, corp_id, &user, &text, now_secs, &nonce());

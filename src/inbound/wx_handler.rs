@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 use rand::Rng;
 use secrecy::ExposeSecret;
 
+use super::admission::Admission;
 use super::api::{Callback, Rejection, Verdict};
 use super::crypto::MsgCrypt;
 use super::deferred::DeferredBot;
@@ -93,8 +94,12 @@ pub fn nonce() -> String {
 /// The bot's replies, as one passive message's text; `None` when there is nothing to say
 /// or the bot missed the deadline (it still finishes, unanswered, rather than being cut off
 /// in the middle of its audit write).
-pub async fn answer_in_time(callback: &Callback<'_>, event: ChatEvent) -> Option<String> {
-    let bot = DeferredBot::new(callback);
+pub async fn answer_in_time(
+    callback: &Callback<'_>,
+    event: ChatEvent,
+    admission: Admission,
+) -> Option<String> {
+    let bot = DeferredBot::new(callback, admission);
     let account = callback.account.id.clone();
     let task = tokio::spawn(async move { bot.run(&event).await });
     match tokio::time::timeout(PASSIVE_DEADLINE, task).await {
@@ -121,9 +126,13 @@ pub fn joined(replies: &[Reply]) -> Option<String> {
 }
 
 /// What to do with a verified callback after de-duplication.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "one per callback, matched at once: boxing would only add an allocation"
+)]
 pub enum Next {
     /// A new chat message: the handler runs the bot and answers.
-    Answer(ChatEvent),
+    Answer(ChatEvent, Admission),
     /// Seen before, an event that was recorded, or nothing to act on: acknowledge.
     Acknowledge,
 }
@@ -133,10 +142,9 @@ pub async fn dispatch(callback: &Callback<'_>, received: Received) -> Result<Nex
     match received {
         Received::Message(event) => {
             let id = event.message_id.clone().unwrap_or_default();
-            if callback.first_time(&format!("msg:{id}")).await? {
-                Ok(Next::Answer(event))
-            } else {
-                Ok(Next::Acknowledge)
+            match callback.admit(&format!("msg:{id}")).await {
+                Some(admission) => Ok(Next::Answer(event, admission)),
+                None => Ok(Next::Acknowledge),
             }
         }
         Received::Event(TypedEvent {

@@ -93,6 +93,7 @@ async fn wechat_oa_plain_and_safe_modes_replies_and_send_job_events() {
         call(&state, "POST", &bad_uri, "<xml><a>").await.0,
         StatusCode::BAD_REQUEST
     );
+    state.db.grouped().flush().await.unwrap();
     assert_eq!(recent_audit(&state.db, 10).await.unwrap().len(), 2);
 
     let finished = format!(

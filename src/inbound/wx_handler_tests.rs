@@ -198,6 +198,7 @@ async fn wecom_app_handshake_command_replay_forgery_staleness_and_malformed() {
         call(&state, "POST", &uri, &app_body(&encrypt)).await,
         (StatusCode::OK, String::new())
     );
+    state.db.grouped().flush().await.unwrap();
     assert_eq!(recent_audit(&state.db, 10).await.unwrap().len(), 1);
 
     let forged = uri.replace("msg_signature=", "msg_signature=0");
@@ -223,6 +224,7 @@ async fn wecom_app_handshake_command_replay_forgery_staleness_and_malformed() {
     )
     .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
+    state.db.grouped().flush().await.unwrap();
     assert_eq!(recent_audit(&state.db, 10).await.unwrap().len(), 1);
 }
 
@@ -281,6 +283,7 @@ async fn wecom_aibot_answers_through_response_url_once_and_records_card_clicks()
         .inbound
         .finish_replies(std::time::Duration::from_secs(5))
         .await;
+    state.db.grouped().flush().await.unwrap();
     let audit = recent_audit(&state.db, 10).await.unwrap();
     assert_eq!(audit.len(), 1);
     assert_eq!(

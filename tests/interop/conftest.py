@@ -79,6 +79,23 @@ class Server:
         """(platform, account, sender, command, outcome) of every audited command."""
         return self.rows("SELECT platform, account, sender, command, outcome FROM command_audit ORDER BY id")
 
+    def settled_audit(self) -> list[tuple]:
+        """The audit trail once everything is written: qunfa answers read-only commands before
+        their audit rows commit, and a graceful stop (SIGTERM) writes whatever is still queued.
+        Stops the server, which must exit cleanly."""
+        assert self.stop() == 0, self.log()
+        return self.audit()
+
+    def audit_when(self, count: int, timeout: float = 10.0) -> list[tuple]:
+        """The audit trail once it holds at least `count` rows, for a test that goes on using
+        the server (a row may be committed just after the answer it belongs to)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            rows = self.audit()
+            if len(rows) >= count or time.monotonic() > deadline:
+                return rows
+            time.sleep(0.02)
+
     def platform_events(self) -> list[tuple]:
         return self.rows("SELECT platform, account, kind, event_id, payload FROM platform_events ORDER BY id")
 

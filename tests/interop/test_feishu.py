@@ -170,7 +170,7 @@ def test_a_signed_whoami_is_answered_through_the_reply_api_with_one_cached_token
     fetches = [c for c in mock_api.calls if c.path == TOKEN_PATH]
     assert len(fetches) == 1
     assert fetches[0].json() == {"app_id": "cli_a0000000000000000", "app_secret": "app-secret-for-tests"}
-    assert [row[:4] for row in server.audit()] == [("feishu", "lark", OPERATOR, "whoami")] * 2
+    assert [row[:4] for row in server.settled_audit()] == [("feishu", "lark", OPERATOR, "whoami")] * 2
 
 
 def test_a_forged_signature_and_an_unsigned_event_are_refused(qunfa, mock_api):
@@ -207,7 +207,7 @@ def test_a_replayed_event_is_acknowledged_but_runs_and_replies_once(qunfa, mock_
     mock_api.wait_for(path)
     time.sleep(0.3)  # bounded: a second reply, if any, would have been sent by now
     assert len([c for c in mock_api.calls if c.path == path]) == 1
-    assert len(server.audit()) == 1
+    assert len(server.settled_audit()) == 1
 
 
 def test_read_receipts_are_recorded_as_typed_events(qunfa, mock_api):

@@ -83,7 +83,7 @@ def test_a_group_command_is_answered_through_the_group_api_once(qunfa, mock_api)
     assert reply["msg_id"] == "ROBOT1.0_m1" and reply["msg_type"] == 0 and "M9" in reply["content"]
     token_calls = [c for c in mock_api.calls if c.path == "/app/getAppAccessToken"]
     assert token_calls and token_calls[0].json() == {"appId": "102030", "clientSecret": SECRET}
-    assert len(server.audit()) == 1
+    assert len(server.settled_audit()) == 1
 
 
 def test_forged_stale_and_malformed_callbacks_are_refused(qunfa, mock_api):

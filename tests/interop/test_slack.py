@@ -81,7 +81,7 @@ def test_a_slash_command_is_answered_in_the_http_reply_once(qunfa, mock_api):
     assert "U42" in reply["text"] and "admin" in reply["text"]
     replay = server.post("slack-ops", body, headers)
     assert replay.status == 200
-    assert [row[3] for row in server.audit()] == ["whoami"]
+    assert [row[3] for row in server.settled_audit()] == ["whoami"]
 
 
 def test_a_mention_is_answered_through_chat_post_message_and_retries_are_not_run_again(qunfa, mock_api):
@@ -101,7 +101,7 @@ def test_a_mention_is_answered_through_chat_post_message_and_retries_are_not_run
     assert posted[0].headers.get("authorization") == f"Bearer {BOT_TOKEN}"
     reply = posted[0].json()
     assert reply["channel"] == "C7" and "U42" in reply["text"]
-    assert len(server.audit()) == 1
+    assert len(server.settled_audit()) == 1
 
 
 def test_forged_stale_and_malformed_callbacks_are_refused(qunfa, mock_api):
