@@ -2,12 +2,11 @@
 //! de-duplication, one HTTP client for reply APIs, a cache of platform access tokens, and
 //! a tracker of asynchronous replies so shutdown can let them finish.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashSet, VecDeque};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use secrecy::SecretString;
 use tokio::sync::OnceCell;
 use tokio_util::task::TaskTracker;
 
@@ -17,8 +16,6 @@ use crate::db::Db;
 /// How many recent event ids are remembered in memory (and loaded at start): a platform
 /// retries within minutes, and its time window refuses older replays anyway.
 const RECENT_CAPACITY: usize = 50_000;
-/// A cached token is refreshed this long before the platform says it expires.
-const TOKEN_MARGIN: Duration = Duration::from_secs(60);
 
 /// Shared by every inbound handler of one process.
 #[derive(Debug)]
@@ -170,46 +167,12 @@ impl Recent {
     }
 }
 
-/// Access tokens by key (e.g. `feishu:{app_id}`), fetched once and reused until shortly
-/// before they expire. Fetches are serialised so a burst of callbacks costs one fetch.
-#[derive(Debug, Default)]
-pub struct TokenCache {
-    entries: tokio::sync::Mutex<HashMap<String, (SecretString, Instant)>>,
-}
-
-impl TokenCache {
-    /// The cached token, or the result of `fetch` (the token and how long it lives).
-    pub async fn get_or_fetch<E, Fut>(
-        &self,
-        key: &str,
-        fetch: impl FnOnce() -> Fut,
-    ) -> Result<SecretString, E>
-    where
-        Fut: Future<Output = Result<(SecretString, Duration), E>>,
-    {
-        let mut entries = self.entries.lock().await;
-        if let Some((token, expires)) = entries.get(key)
-            && Instant::now() < *expires
-        {
-            return Ok(token.clone());
-        }
-        let (token, lifetime) = fetch().await?;
-        let expires = Instant::now() + lifetime.saturating_sub(TOKEN_MARGIN);
-        entries.insert(key.to_string(), (token.clone(), expires));
-        Ok(token)
-    }
-
-    /// Forgets a token the platform refused (expired early, revoked), so the next call
-    /// fetches a fresh one.
-    pub async fn invalidate(&self, key: &str) {
-        self.entries.lock().await.remove(key);
-    }
-}
+/// Access tokens by key (e.g. `feishu:{app_id}`): the same cache the channels use.
+pub use crate::channels::TokenCache;
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use secrecy::ExposeSecret;
 
     #[test]
     fn recent_keys_are_remembered_up_to_the_capacity() {
@@ -221,27 +184,5 @@ mod tests {
         }
         assert!(!recent.check_and_insert("a"), "the oldest key was evicted");
         assert_eq!(recent.order.len(), RECENT_CAPACITY);
-    }
-
-    #[tokio::test]
-    async fn tokens_are_fetched_once_until_invalidated() {
-        let cache = TokenCache::default();
-        let mut fetches = 0;
-        for _ in 0..3 {
-            let token = cache
-                .get_or_fetch::<(), _>("k", || {
-                    fetches += 1;
-                    async { Ok((SecretString::from("t1"), Duration::from_secs(7200))) }
-                })
-                .await
-                .unwrap();
-            assert_eq!(token.expose_secret(), "t1");
-        }
-        assert_eq!(fetches, 1);
-        cache.invalidate("k").await;
-        let error = cache
-            .get_or_fetch("k", || async { Err::<(SecretString, Duration), _>("down") })
-            .await;
-        assert_eq!(error.err(), Some("down"));
     }
 }
