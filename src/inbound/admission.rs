@@ -151,13 +151,9 @@ pub struct Effects {
 }
 
 impl Effects {
-    /// The connection the effects are written on.
+    /// The connection the effects are written on (a nested transaction on it is a
+    /// savepoint).
     pub fn connection(&mut self) -> &mut AnyConnection {
-        &mut self.tx
-    }
-
-    /// The transaction, for a nested one (a savepoint) around work that may fail.
-    pub fn transaction(&mut self) -> &mut Transaction<'static, Any> {
         &mut self.tx
     }
 
