@@ -19,6 +19,9 @@
 //! The in-memory claim is taken at once, so a replay that arrives while the first copy is
 //! still being handled is refused; it is released again whenever the work does not happen
 //! (a failed transaction, or a request cancelled before the bot decided), so the retry runs.
+//! For work without effects the memory is the only check (it holds the last 50,000 ids of
+//! the process and is filled from the database at start): a retry of a read-only command
+//! older than that is answered again, harmless in the same way as above.
 
 use std::sync::Arc;
 
