@@ -20,7 +20,7 @@
 //! still being handled is refused; it is released again whenever the work does not happen
 //! (a failed transaction, or a request cancelled before the bot decided), so the retry runs.
 //! For work without effects the memory is the only check (it holds the last 50,000 ids of
-//! the process and is filled from the database at start): a retry of a read-only command
+//! the process and is filled from the database on the first callback after a start): a retry of a read-only command
 //! older than that is answered again, harmless in the same way as above.
 
 use std::sync::Arc;
