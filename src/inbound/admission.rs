@@ -19,6 +19,9 @@
 //! The in-memory claim is taken at once, so a replay that arrives while the first copy is
 //! still being handled is refused; it is released again whenever the work does not happen
 //! (a failed transaction, or a request cancelled before the bot decided), so the retry runs.
+//! For work without effects the memory is the only check (it holds the last 50,000 ids of
+//! the process and is filled from the database on the first callback after a start): a retry of a read-only command
+//! older than that is answered again, harmless in the same way as above.
 
 use std::sync::Arc;
 
@@ -151,13 +154,9 @@ pub struct Effects {
 }
 
 impl Effects {
-    /// The connection the effects are written on.
+    /// The connection the effects are written on (a nested transaction on it is a
+    /// savepoint).
     pub fn connection(&mut self) -> &mut AnyConnection {
-        &mut self.tx
-    }
-
-    /// The transaction, for a nested one (a savepoint) around work that may fail.
-    pub fn transaction(&mut self) -> &mut Transaction<'static, Any> {
         &mut self.tx
     }
 

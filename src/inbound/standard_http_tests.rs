@@ -120,3 +120,50 @@ async fn other_event_types_are_recorded_once() {
     assert_eq!(events[0].kind, "standard.order.paid");
     assert_eq!(events[0].payload["data"]["order"], 7);
 }
+
+/// An opt-out's callback id commits with the opt-out itself: when the write fails, the id
+/// is not recorded either, so the platform's retry records the opt-out, once.
+#[tokio::test]
+async fn an_opt_out_that_could_not_be_written_is_recorded_by_the_retry_once() {
+    let fixture = fixture().await;
+    let db = &fixture.state.db;
+    let stop = json!({"type": "message", "timestamp": "2026-11-24T16:00:00Z",
+                      "data": {"chat": "dm", "user": "u-9", "text": "STOP", "message_id": "m-9"}})
+    .to_string();
+    let reply = |answer: &Answer| answer.json()["replies"][0]["text"].clone();
+    sqlx::query("ALTER TABLE opt_outs RENAME TO opt_outs_away")
+        .execute(db.writer())
+        .await
+        .unwrap();
+    let failed = signed(&fixture, "msg_stop", NOW_SECS, &stop, "").await;
+    assert_eq!(failed.status, 200, "{}", failed.text());
+    assert!(
+        reply(&failed)
+            .as_str()
+            .unwrap_or_default()
+            .contains("could not be recorded"),
+        "{}",
+        failed.text()
+    );
+    sqlx::query("ALTER TABLE opt_outs_away RENAME TO opt_outs")
+        .execute(db.writer())
+        .await
+        .unwrap();
+
+    let retry = signed(&fixture, "msg_stop", NOW_SECS + 5, &stop, "").await;
+    assert!(
+        reply(&retry)
+            .as_str()
+            .unwrap_or_default()
+            .contains("unsubscribed"),
+        "{}",
+        retry.text()
+    );
+    let again = signed(&fixture, "msg_stop", NOW_SECS + 10, &stop, "").await;
+    assert_eq!(again.json(), json!({"replies": []}));
+    assert!(
+        crate::bot::has_opted_out(db, "standard", ACCOUNT, "u-9")
+            .await
+            .unwrap()
+    );
+}
