@@ -399,12 +399,7 @@ fn insert_sql(
             if column > 0 {
                 sql.push_str(", ");
             }
-            match backend {
-                Backend::Sqlite => sql.push('?'),
-                Backend::Postgres => {
-                    let _ = write!(sql, "${}", row * columns.len() + column + 1);
-                }
-            }
+            backend.push_param(&mut sql, row * columns.len() + column + 1);
         }
         sql.push(')');
     }

@@ -34,6 +34,49 @@ pub enum Backend {
     Postgres,
 }
 
+impl Backend {
+    /// Appends bind parameter number `number` (1-based): `$N` on PostgreSQL, an anonymous
+    /// `?` on SQLite. sqlx resolves each numbered SQLite parameter by a linear search of the
+    /// statement's parameter names, which makes statements with thousands of them (multi-row
+    /// inserts, long `IN` lists) quadratic; anonymous ones bind by position, so callers must
+    /// number in textual order.
+    pub fn push_param(self, sql: &mut String, number: usize) {
+        match self {
+            Backend::Sqlite => sql.push('?'),
+            Backend::Postgres => {
+                sql.push('$');
+                sql.push_str(&number.to_string());
+            }
+        }
+    }
+
+    /// `sql` written with `$1, $2, …` in textual order, each once, in this backend's
+    /// placeholders (see [`Backend::push_param`]).
+    pub fn positional(self, sql: &str) -> String {
+        if self == Backend::Postgres {
+            return sql.to_string();
+        }
+        let mut out = String::with_capacity(sql.len());
+        let mut chars = sql.chars().peekable();
+        let mut expected = 1usize;
+        while let Some(c) = chars.next() {
+            if c == '$' && chars.peek().is_some_and(char::is_ascii_digit) {
+                let mut number = 0usize;
+                while let Some(digit) = chars.peek().and_then(|d| d.to_digit(10)) {
+                    number = number.saturating_mul(10).saturating_add(digit as usize);
+                    chars.next();
+                }
+                debug_assert_eq!(number, expected, "placeholders out of order in {sql}");
+                expected += 1;
+                self.push_param(&mut out, number);
+            } else {
+                out.push(c);
+            }
+        }
+        out
+    }
+}
+
 /// Errors opening or migrating the database, each phrased so the operator knows what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
@@ -252,4 +295,25 @@ async fn sqlite_pool(url: &str, max_connections: u32) -> Result<AnyPool, sqlx::E
         })
         .connect(url)
         .await
+}
+
+#[cfg(test)]
+mod placeholder_tests {
+    use super::Backend;
+
+    #[test]
+    fn sqlite_gets_anonymous_placeholders_in_order() {
+        let sql = "UPDATE t SET a = $1 WHERE b = $2 AND id IN ($3, $4, $10)";
+        assert_eq!(Backend::Postgres.positional(sql), sql);
+        let sqlite = "UPDATE t SET a = $1 WHERE b = $2 AND id IN ($3, $4, $5)";
+        assert_eq!(
+            Backend::Sqlite.positional(sqlite),
+            "UPDATE t SET a = ? WHERE b = ? AND id IN (?, ?, ?)"
+        );
+        assert_eq!(Backend::Sqlite.positional("SELECT '$'"), "SELECT '$'");
+        let mut sql = String::new();
+        Backend::Postgres.push_param(&mut sql, 12);
+        Backend::Sqlite.push_param(&mut sql, 13);
+        assert_eq!(sql, "$12?");
+    }
 }

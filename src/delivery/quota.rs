@@ -7,7 +7,6 @@
 //! most what it reserved, and never lets a vendor's limit be exceeded.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fmt::Write as _;
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
@@ -494,12 +493,7 @@ fn values_list(backend: Backend, rows: usize, params_per_row: usize, extra: &str
                 sql.push_str(", ");
             }
             number += 1;
-            match backend {
-                Backend::Sqlite => sql.push('?'),
-                Backend::Postgres => {
-                    let _ = write!(sql, "${number}");
-                }
-            }
+            backend.push_param(&mut sql, number);
         }
         sql.push_str(extra);
         sql.push(')');

@@ -71,35 +71,6 @@ pub struct Completion {
     pub move_on: bool,
 }
 
-/// `sql` with its `$1, $2, …` placeholders as SQLite's anonymous `?` when on SQLite.
-/// sqlx resolves each numbered SQLite parameter by a linear search over the statement's
-/// parameters, which makes a statement with thousands of them (multi-row inserts, long
-/// `IN` lists) quadratic; anonymous ones bind by position. Only for statements whose
-/// placeholders appear in numeric order, each once.
-fn positional(backend: Backend, sql: &str) -> String {
-    if backend == Backend::Postgres {
-        return sql.to_string();
-    }
-    let mut out = String::with_capacity(sql.len());
-    let mut chars = sql.chars().peekable();
-    let mut expected = 1u32;
-    while let Some(c) = chars.next() {
-        if c == '$' && chars.peek().is_some_and(char::is_ascii_digit) {
-            let mut number = 0u32;
-            while let Some(digit) = chars.peek().and_then(|d| d.to_digit(10)) {
-                number = number.saturating_mul(10).saturating_add(digit);
-                chars.next();
-            }
-            debug_assert_eq!(number, expected, "placeholders out of order in {sql}");
-            expected += 1;
-            out.push('?');
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
 fn route_of(message_id: Option<String>, step: Option<i64>) -> Option<RouteStep> {
     Some(RouteStep {
         message_id: message_id?,
@@ -232,7 +203,7 @@ impl Outbox {
                  attempts = attempts - 1, updated_at = $1 \
                  WHERE lease_owner = $2 AND state = 'leased' AND id IN ({list})"
             );
-            let sql = positional(self.db.backend(), &sql);
+            let sql = self.db.backend().positional(&sql);
             let mut release = sqlx::query(&sql).bind(now).bind(worker);
             for id in chunk {
                 release = release.bind(*id);
@@ -317,7 +288,7 @@ impl Outbox {
                  (job_id, attempt, worker, started_at, duration_ms, outcome, status, detail, \
                  provider_ref) VALUES {rows}"
             );
-            let sql = positional(self.db.backend(), &sql);
+            let sql = self.db.backend().positional(&sql);
             let mut insert = sqlx::query(&sql);
             for done in chunk {
                 insert = insert
@@ -347,7 +318,7 @@ impl Outbox {
                 "UPDATE delivery_jobs SET state = 'sent', lease_owner = NULL, lease_until = NULL, \
                  last_error = NULL, updated_at = $1 WHERE id IN ({list}) AND state <> 'sent'"
             );
-            let sql = positional(self.db.backend(), &sql);
+            let sql = self.db.backend().positional(&sql);
             let mut update = sqlx::query(&sql).bind(now);
             for id in ids {
                 update = update.bind(*id);
@@ -524,21 +495,4 @@ pub(super) struct StepJob<'a> {
     pub channel: &'a str,
     pub recipient: &'a str,
     pub payload: &'a str,
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sqlite_gets_anonymous_placeholders_in_order() {
-        let sql = "UPDATE t SET a = $1 WHERE b = $2 AND id IN ($3, $4, $10)";
-        assert_eq!(positional(Backend::Postgres, sql), sql);
-        let sqlite = "UPDATE t SET a = $1 WHERE b = $2 AND id IN ($3, $4, $5)";
-        assert_eq!(
-            positional(Backend::Sqlite, sqlite),
-            "UPDATE t SET a = ? WHERE b = ? AND id IN (?, ?, ?)"
-        );
-        assert_eq!(positional(Backend::Sqlite, "SELECT '$'"), "SELECT '$'");
-    }
 }
