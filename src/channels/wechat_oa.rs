@@ -29,7 +29,6 @@ use crate::clock::SharedClock;
 pub const MAX_MASS_RECIPIENTS: usize = 10_000;
 /// 45066: the same `clientmsgid` retried within a minute [unverified wait].
 const CLIENTMSGID_RETRY_WAIT: Duration = Duration::from_secs(60);
-const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(7200);
 const TOKEN_KEY: &str = "access_token";
 
 /// Longest value per keyword type, by the keyword's name without its number (`thing1` is
@@ -109,24 +108,9 @@ impl WechatOaChannel {
         let answer = exchange(self.client.post(url).json(&body), now_ms)
             .await
             .map_err(|failure| in_step("stable_token", failure))?;
-        let token = answer
-            .json
-            .as_ref()
-            .and_then(|json| json.get("access_token"))
-            .and_then(Value::as_str)
-            .filter(|token| !token.is_empty());
-        match (answer.errcode(), token) {
-            (Some(0) | None, Some(token)) => {
-                let lifetime = answer
-                    .json
-                    .as_ref()
-                    .and_then(|json| json.get("expires_in"))
-                    .and_then(Value::as_u64)
-                    .map_or(DEFAULT_TOKEN_LIFETIME, Duration::from_secs);
-                Ok((SecretString::from(token.to_string()), lifetime))
-            }
-            _ => Err(in_step("stable_token", token_failure(&answer, now_ms))),
-        }
+        answer
+            .access_token()
+            .ok_or_else(|| in_step("stable_token", token_failure(&answer, now_ms)))
     }
 
     async fn post(

@@ -5,6 +5,8 @@
 
 use std::time::Duration;
 
+use secrecy::SecretString;
+
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -18,6 +20,8 @@ const ANSWER_LIMIT: usize = 512 * 1024;
 
 /// When a 429 comes without `Retry-After`.
 const DEFAULT_RATE_LIMIT_WAIT: Duration = Duration::from_secs(60);
+/// When a token answer does not say how long its token lives (both say 7200 s).
+const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(7200);
 
 /// A 2xx answer: the JSON when it parses, and the text kept for the attempts log.
 #[derive(Debug, Clone)]
@@ -41,6 +45,24 @@ impl Answer {
             Value::Number(number) => Some(number.to_string()),
             _ => None,
         }
+    }
+
+    /// The access token of a successful `gettoken` / `stable_token` answer and how long it
+    /// lives (`expires_in`, 7200 s when absent); `None` for any other answer.
+    pub fn access_token(&self) -> Option<(SecretString, Duration)> {
+        if !matches!(self.errcode(), Some(0) | None) {
+            return None;
+        }
+        let json = self.json.as_ref()?;
+        let token = json
+            .get("access_token")
+            .and_then(Value::as_str)
+            .filter(|token| !token.is_empty())?;
+        let lifetime = json
+            .get("expires_in")
+            .and_then(Value::as_u64)
+            .map_or(DEFAULT_TOKEN_LIFETIME, Duration::from_secs);
+        Some((SecretString::from(token.to_string()), lifetime))
     }
 
     /// The answer classified as `verdict`, with its status and text.

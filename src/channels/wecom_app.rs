@@ -34,8 +34,6 @@ pub const MAX_RECIPIENTS: usize = 1000;
 const BUTTON_TEXT_CHARS: usize = 4;
 /// 45033 (too many concurrent calls) clears as soon as a call in flight ends.
 const CONCURRENCY_WAIT: Duration = Duration::from_secs(2);
-/// When `gettoken` does not say how long its token lives (it says 7200 s).
-const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(7200);
 const TOKEN_KEY: &str = "access_token";
 
 pub struct WecomAppChannel {
@@ -114,24 +112,9 @@ impl WecomAppChannel {
         let answer = exchange(self.client.get(url), now_ms)
             .await
             .map_err(|failure| in_step("gettoken", failure))?;
-        let token = answer
-            .json
-            .as_ref()
-            .and_then(|json| json.get("access_token"))
-            .and_then(Value::as_str)
-            .filter(|token| !token.is_empty());
-        match (answer.errcode(), token) {
-            (Some(0) | None, Some(token)) => {
-                let lifetime = answer
-                    .json
-                    .as_ref()
-                    .and_then(|json| json.get("expires_in"))
-                    .and_then(Value::as_u64)
-                    .map_or(DEFAULT_TOKEN_LIFETIME, Duration::from_secs);
-                Ok((SecretString::from(token.to_string()), lifetime))
-            }
-            _ => Err(in_step("gettoken", token_failure(&answer, now_ms))),
-        }
+        answer
+            .access_token()
+            .ok_or_else(|| in_step("gettoken", token_failure(&answer, now_ms)))
     }
 
     async fn token(&self) -> Result<SecretString, SendResult> {

@@ -106,6 +106,15 @@ async fn accept(state: &AppState, messages: Vec<NewMessage>) -> Result<Vec<Strin
     Ok(ids)
 }
 
+async fn accept_one(
+    state: &AppState,
+    message: NewMessage,
+) -> Result<(StatusCode, Json<MessageId>), ApiError> {
+    let mut ids = accept(state, vec![message]).await?;
+    let id = ids.pop().ok_or_else(ApiError::internal)?;
+    Ok((StatusCode::ACCEPTED, Json(MessageId { id })))
+}
+
 /// Queues one message to one person over a route of channels.
 #[utoipa::path(
     post,
@@ -134,9 +143,7 @@ async fn send_message(
     let live = state.live();
     let message =
         route::resolve(&request, key.as_deref(), &live.channels).map_err(unprocessable)?;
-    let mut ids = accept(&state, vec![message]).await?;
-    let id = ids.pop().ok_or_else(ApiError::internal)?;
-    Ok((StatusCode::ACCEPTED, Json(MessageId { id })))
+    accept_one(&state, message).await
 }
 
 /// Queues up to 1000 messages in one transaction: all are stored or none.
@@ -282,7 +289,5 @@ async fn send_test_message(
     let request = test_request(&channel_id, status, &test.to, &test.text).map_err(unprocessable)?;
     let message = route::resolve(&request, None, &live.channels).map_err(unprocessable)?;
     tracing::info!(channel = %channel_id, caller = %caller.name, "test message queued");
-    let mut ids = accept(&state, vec![message]).await?;
-    let id = ids.pop().ok_or_else(ApiError::internal)?;
-    Ok((StatusCode::ACCEPTED, Json(MessageId { id })))
+    accept_one(&state, message).await
 }
