@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use crate::channels::{ChannelRegistry, ChannelStatus};
 use crate::clock::{SharedClock, SystemClock};
 use crate::db::{DatabaseUrl, Db};
+use crate::delivery::breaker::Breakers;
 use crate::delivery::{DeliverySetup, Dispatcher, Outbox, report_gauges};
 use crate::rules::{DeliverySettings, InboundPlatform, Rules};
 
@@ -67,6 +68,8 @@ pub struct AppState {
     /// Wakes the delivery workers after something was queued in this process, so a
     /// message does not wait for the next poll.
     pub delivery_wake: Arc<tokio::sync::Notify>,
+    /// The circuit breakers of this process's delivery workers, for `/quota`.
+    pub breakers: Arc<Breakers>,
 }
 
 impl AppState {
@@ -196,6 +199,7 @@ impl App {
             admin_token,
             inbound: Arc::default(),
             delivery_wake: Arc::default(),
+            breakers: Arc::default(),
         };
         Ok(Self {
             state,
@@ -230,7 +234,8 @@ impl App {
             state.clock.clone(),
             worker_id(),
         )
-        .woken_by(state.delivery_wake.clone());
+        .woken_by(state.delivery_wake.clone())
+        .with_breakers(state.breakers.clone());
         let dispatching = tokio::spawn(dispatcher.run(workers.clone(), settings.drain_timeout));
         let gauges = tokio::spawn(report_gauges(
             outbox,

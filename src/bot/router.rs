@@ -3,13 +3,17 @@
 
 use sqlx::AnyConnection;
 
-use super::commands::{self, Builtin, Failure, Invocation};
+use std::sync::Arc;
+
+use super::commands::{self, Builtin, Failure, Invocation, Reach};
 use super::listener;
 use super::parse::{self, CommandWord};
 use super::store::{self, AuditRecord, Outcome};
 use super::text::{self, Lang};
+use crate::app::{AppState, Live};
 use crate::clock::SharedClock;
 use crate::db::Db;
+use crate::delivery::breaker::Breakers;
 use crate::inbound::{Admission, ChatEvent, Effects, Reply};
 use crate::rules::{CommandRule, Rules};
 
@@ -26,18 +30,37 @@ const MAX_AUDITED_WORD_CHARS: usize = 64;
 pub struct Bot {
     db: Db,
     clock: SharedClock,
+    /// Told after a command queued messages, so the workers send them at once.
+    delivery_wake: Option<Arc<tokio::sync::Notify>>,
+    breakers: Option<Arc<Breakers>>,
 }
 
 impl Bot {
-    /// Cheap: both are shared handles.
+    /// A bot without delivery workers beside it: what it queues waits for their next poll.
     pub fn new(db: Db, clock: SharedClock) -> Self {
-        Self { db, clock }
+        Self {
+            db,
+            clock,
+            delivery_wake: None,
+            breakers: None,
+        }
+    }
+
+    /// The bot of a running server, which wakes its delivery workers and reports their
+    /// circuit breakers.
+    pub fn serving(state: &AppState) -> Self {
+        Self {
+            db: state.db.clone(),
+            clock: state.clock.clone(),
+            delivery_wake: Some(state.delivery_wake.clone()),
+            breakers: Some(state.breakers.clone()),
+        }
     }
 
     /// The replies to one chat message without a platform id to de-duplicate (the shell
     /// console); see [`Bot::handle_admitted`].
-    pub async fn handle(&self, rules: &Rules, event: &ChatEvent) -> Vec<Reply> {
-        self.handle_admitted(rules, event, Admission::unrecorded())
+    pub async fn handle(&self, live: &Live, event: &ChatEvent) -> Vec<Reply> {
+        self.handle_admitted(live, event, Admission::unrecorded())
             .await
     }
 
@@ -47,10 +70,11 @@ impl Bot {
     /// has effects, in the transaction of the effects otherwise (see [`Admission`]).
     pub async fn handle_admitted(
         &self,
-        rules: &Rules,
+        live: &Live,
         event: &ChatEvent,
         admission: Admission,
     ) -> Vec<Reply> {
+        let rules = &live.rules;
         let now = self.clock.now_ms();
         let Some(word) = parse::command_word(&event.text) else {
             return listener::listen(&self.db, now, rules, event, admission).await;
@@ -100,12 +124,26 @@ impl Bot {
             parsed: &parsed,
             lang,
             caller,
+            reach: Reach {
+                channels: &live.channels,
+                db: &self.db,
+                now,
+                breakers: self.breakers.as_deref(),
+            },
         };
-        // No built-in has effects yet; one that does writes through the connection it is
-        // given here, so its writes commit with the callback id and the audit row.
-        let work = async |_writes: Option<&mut AnyConnection>| commands::run(builtin, &call).await;
-        self.run_audited(event, command, builtin.has_effects(), lang, admission, work)
-            .await
+        // A command with effects writes through the connection it is given here, so its
+        // writes commit with the callback id and the audit row.
+        let work =
+            async |writes: Option<&mut AnyConnection>| commands::run(builtin, &call, writes).await;
+        let has_effects = builtin.has_effects();
+        let replies = self
+            .run_audited(event, command, has_effects, lang, admission, work)
+            .await;
+        if has_effects && let Some(wake) = &self.delivery_wake {
+            // After the commit: a worker woken earlier would find nothing yet.
+            wake.notify_one();
+        }
+        replies
     }
 
     async fn unknown(

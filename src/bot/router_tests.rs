@@ -15,7 +15,12 @@ async fn setup() -> (tempfile::TempDir, Db, Bot) {
 }
 
 async fn ask(bot: &Bot, rules: &Rules, sender: &str, text: &str) -> String {
-    let replies = bot.handle(rules, &test_support::event(sender, text)).await;
+    let replies = bot
+        .handle(
+            &test_support::live(rules),
+            &test_support::event(sender, text),
+        )
+        .await;
     assert_eq!(replies.len(), 1, "one reply to {text:?}: {replies:?}");
     replies.into_iter().map(|reply| reply.text).collect()
 }
@@ -73,7 +78,9 @@ async fn whoami_shows_the_display_name_when_the_platform_gives_one() {
     let (_dir, _db, bot) = setup().await;
     let mut event = test_support::event("viewer", "@qunfa 我是谁");
     event.sender_name = Some("李四".to_string());
-    let replies = bot.handle(&test_support::rules(), &event).await;
+    let replies = bot
+        .handle(&test_support::live(&test_support::rules()), &event)
+        .await;
     let text = &replies[0].text;
     assert!(text.contains("名称：李四"), "{text}");
     assert!(text.contains("角色：查看者 (viewer)"), "{text}");
@@ -197,7 +204,10 @@ async fn chatter_gets_no_reply_and_no_audit_row() {
         "/",
     ] {
         let replies = bot
-            .handle(&rules, &test_support::event("viewer", text))
+            .handle(
+                &test_support::live(&rules),
+                &test_support::event("viewer", text),
+            )
             .await;
         assert!(replies.is_empty(), "{text:?} got {replies:?}");
     }
@@ -409,7 +419,7 @@ async fn read_only_commands_answer_before_their_rows_commit_and_retries_are_caug
     let rules = test_support::rules();
     let event = test_support::event("admin", "/whoami");
     let replies = bot
-        .handle_admitted(&rules, &event, admit(&runtime, "m-1"))
+        .handle_admitted(&test_support::live(&rules), &event, admit(&runtime, "m-1"))
         .await;
     assert!(replies[0].text.contains("role: admin"));
     assert!(

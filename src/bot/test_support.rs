@@ -72,6 +72,15 @@ pub fn rules() -> Rules {
     }
 }
 
+/// `rules` in force with no channels.
+pub fn live(rules: &Rules) -> Live {
+    Live {
+        rules: Arc::new(rules.clone()),
+        channels: ChannelRegistry::default(),
+        disabled_inbound: Vec::new(),
+    }
+}
+
 /// A direct message on the shell account.
 pub fn event(sender: &str, text: &str) -> ChatEvent {
     ChatEvent {
@@ -118,5 +127,6 @@ pub fn app_state(db: Db, token: &str, disabled_inbound: Vec<(String, String)>) -
         admin_token: None,
         inbound: Default::default(),
         delivery_wake: Default::default(),
+        breakers: Default::default(),
     }
 }

@@ -2,7 +2,9 @@
 //! stay in step. Pure string building; the router and commands pick the language.
 
 use super::parse::ParseError;
-use crate::rules::{CommandRule, Role};
+use crate::clock::UnixMillis;
+use crate::delivery::quota::Usage;
+use crate::rules::{CommandRule, Limits, Role};
 
 /// The language of a reply: Chinese when the caller typed a Chinese command word.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -324,4 +326,174 @@ pub fn opt_out_failed(lang: Lang) -> &'static str {
         Lang::Zh => "退订暂时未能记录，请稍后再发一次「退订」。",
         Lang::En => "Your opt-out could not be recorded just now; please send STOP again later.",
     }
+}
+
+pub fn unknown_channel(lang: Lang, typed: &str, known: &[&str]) -> String {
+    let typed = shorten(typed);
+    let known = if known.is_empty() {
+        "-".to_string()
+    } else {
+        known.join(", ")
+    };
+    match lang {
+        Lang::En => format!("there is no channel `{typed}` in the rules. Channels: {known}"),
+        Lang::Zh => format!("规则中没有渠道 `{typed}`。现有渠道：{known}"),
+    }
+}
+
+pub fn send_test_refused(lang: Lang, why: &str) -> String {
+    match lang {
+        Lang::En => format!("nothing was queued: {why}"),
+        Lang::Zh => format!("未加入发送队列：{why}"),
+    }
+}
+
+pub fn send_test_failed(lang: Lang) -> String {
+    match lang {
+        Lang::En => "nothing was queued: the outbox could not be written. Try again shortly; if it persists, check the qunfa log.".to_string(),
+        Lang::Zh => "未加入发送队列：无法写入发件箱。请稍后重试；如持续出现，请检查 qunfa 日志。".to_string(),
+    }
+}
+
+pub fn send_test_queued(lang: Lang, channel: &str, message_id: &str) -> String {
+    match lang {
+        Lang::En => format!(
+            "queued through `{channel}` as {message_id}; GET /api/v1/messages/{message_id} shows how it went."
+        ),
+        Lang::Zh => format!(
+            "已通过 `{channel}` 加入发送队列，消息 ID：{message_id}；可用 GET /api/v1/messages/{message_id} 查看发送结果。"
+        ),
+    }
+}
+
+pub fn quota_unavailable(lang: Lang) -> String {
+    match lang {
+        Lang::En => {
+            "the quota counters could not be read (database unavailable). Try again shortly."
+                .to_string()
+        }
+        Lang::Zh => "无法读取配额计数（数据库不可用），请稍后重试。".to_string(),
+    }
+}
+
+/// One channel account's line of `/quota`.
+pub struct QuotaLine<'a> {
+    pub channel: &'a str,
+    pub limits: Limits,
+    pub usage: Usage,
+    /// Why the channel cannot send, when a secret is missing or the like.
+    pub disabled: Option<&'a str>,
+    /// `Some` while its circuit is open (`None` inside: until a probe answers).
+    pub circuit_open_until: Option<Option<UnixMillis>>,
+}
+
+/// `/quota`: one line per channel account; times in the zone the quotas count in.
+pub fn quota(
+    lang: Lang,
+    zone_name: &str,
+    zone: &jiff::tz::TimeZone,
+    now: UnixMillis,
+    lines: &[QuotaLine<'_>],
+) -> String {
+    let at = |ms: UnixMillis| clock_time(ms, zone);
+    let mut out = match lang {
+        Lang::En => format!("Quotas at {} ({zone_name}):", at(now)),
+        Lang::Zh => format!("配额（{zone_name} {}）：", at(now)),
+    };
+    if lines.is_empty() {
+        out.push('\n');
+        out.push_str(match lang {
+            Lang::En => "no channels are configured.",
+            Lang::Zh => "尚未配置任何渠道。",
+        });
+    }
+    for line in lines {
+        let mut parts: Vec<String> = line
+            .usage
+            .windows
+            .iter()
+            .map(|window| {
+                let unit = unit_name(lang, window.limit);
+                let (used, quota, left, resets) =
+                    (window.used, window.quota, window.left, at(window.resets_at));
+                match lang {
+                    Lang::En => format!("{unit} {used}/{quota} ({left} left, resets {resets})"),
+                    Lang::Zh => format!("{unit} {used}/{quota}（剩余 {left}，{resets} 重置）"),
+                }
+            })
+            .collect();
+        if parts.is_empty() {
+            parts.push(
+                match lang {
+                    Lang::En => "no account limits",
+                    Lang::Zh => "账号不限量",
+                }
+                .to_string(),
+            );
+        }
+        let per_recipient: Vec<String> = [
+            ("recipient_per_minute", line.limits.recipient_per_minute),
+            ("recipient_per_day", line.limits.recipient_per_day),
+            ("recipient_per_month", line.limits.recipient_per_month),
+        ]
+        .into_iter()
+        .filter_map(|(name, limit)| {
+            let (limit, unit) = (limit?, unit_name(lang, name));
+            Some(match lang {
+                Lang::En => format!("{limit}/{unit}"),
+                Lang::Zh => format!("{unit} {limit}"),
+            })
+        })
+        .collect();
+        if !per_recipient.is_empty() {
+            parts.push(match lang {
+                Lang::En => format!("each recipient {}", per_recipient.join(", ")),
+                Lang::Zh => format!("每位接收人 {}", per_recipient.join("，")),
+            });
+        }
+        if let Some(reason) = line.disabled {
+            parts.push(match lang {
+                Lang::En => format!("DISABLED: {reason}"),
+                Lang::Zh => format!("已停用：{reason}"),
+            });
+        }
+        if let Some(until) = line.circuit_open_until {
+            parts.push(match (lang, until) {
+                (Lang::En, Some(until)) => format!("circuit OPEN until {}", at(until)),
+                (Lang::En, None) => "circuit OPEN, probing".to_string(),
+                (Lang::Zh, Some(until)) => format!("已熔断，{} 后试探", at(until)),
+                (Lang::Zh, None) => "已熔断，正在试探".to_string(),
+            });
+        }
+        let separator = match lang {
+            Lang::En => "; ",
+            Lang::Zh => "；",
+        };
+        out.push_str(&format!("\n{}: {}", line.channel, parts.join(separator)));
+    }
+    out
+}
+
+/// A quota's unit as people say it; the name is a limit key of the rules file.
+fn unit_name(lang: Lang, limit: &str) -> &'static str {
+    let unit = limit.rsplit('_').next().unwrap_or(limit);
+    match (lang, unit) {
+        (Lang::En, "minute") => "minute",
+        (Lang::En, "day") => "day",
+        (Lang::En, _) => "month",
+        (Lang::Zh, "minute") => "每分钟",
+        (Lang::Zh, "day") => "每天",
+        (Lang::Zh, _) => "每月",
+    }
+}
+
+/// `11-25 14:32` in `zone`; the raw milliseconds if out of range.
+fn clock_time(ms: UnixMillis, zone: &jiff::tz::TimeZone) -> String {
+    jiff::Timestamp::from_millisecond(ms)
+        .map(|at| {
+            at.to_zoned(zone.clone())
+                .strftime("%m-%d %H:%M")
+                .to_string()
+        })
+        .unwrap_or_else(|_| ms.to_string())
 }

@@ -76,6 +76,16 @@ pub struct WindowUsage {
     pub resets_at: UnixMillis,
 }
 
+/// The time zone named by `[delivery] quota_time_zone`. The rules loader checked the name;
+/// this only guards a zone database that lost it since, and falls back to China time,
+/// where most vendors count.
+pub fn zone_named(name: &str) -> TimeZone {
+    TimeZone::get(name).unwrap_or_else(|error| {
+        tracing::error!(zone = %name, %error, "unknown quota time zone; using UTC+8");
+        TimeZone::fixed(jiff::tz::offset(8))
+    })
+}
+
 /// Quota counters in the database plus the per-process pacers.
 #[derive(Debug)]
 pub struct Quotas {

@@ -134,6 +134,44 @@ pub fn content_for(content: &Content, channel: &str) -> Result<Message, RouteErr
     })
 }
 
+/// Builds the request of a one-off test send through `channel_id`, shared with the
+/// `/send-test` chat command. An empty `to` addresses no one, for a group robot.
+pub fn test_request(
+    channel_id: &str,
+    status: &ChannelStatus,
+    to: &str,
+    text: &str,
+) -> Result<MessageRequest, RouteError> {
+    let ChannelStatus::Ready(channel) = status else {
+        let reason = match status {
+            ChannelStatus::Disabled { reason } => reason.as_str(),
+            ChannelStatus::Ready(_) => "",
+        };
+        return Err(RouteError {
+            code: "channel_disabled",
+            message: format!("channel `{channel_id}` is disabled: {reason}"),
+        });
+    };
+    let kind = match channel.audience() {
+        Audience::Person(kind) | Audience::Group(kind) => kind,
+    };
+    let to = to.trim();
+    let recipient = if to.is_empty() {
+        Recipient::default()
+    } else {
+        Recipient::with(kind, to)
+    };
+    Ok(MessageRequest {
+        recipient,
+        route: vec![channel_id.to_string()],
+        content: Content {
+            default: Message::text(text),
+            per_channel: Default::default(),
+        },
+        idempotency_key: None,
+    })
+}
+
 /// Resolves every step of `request` against the channels in force. A step whose channel
 /// cannot take this person (no address for it, channel disabled) is kept as skipped with
 /// the reason; content a channel cannot send is refused outright, since a route should not

@@ -97,16 +97,10 @@ pub struct Dispatcher<S> {
 impl<S: DeliverySetup> Dispatcher<S> {
     /// `worker_id` names this process in leases and the attempts log.
     pub fn new(outbox: Outbox, setup: Arc<S>, clock: SharedClock, worker_id: String) -> Self {
-        let zone_name = setup.settings().quota_time_zone;
-        // The rules loader checked the name; this only guards a zone database that
-        // lost it since, and falls back to China time, where most vendors count.
-        let zone = jiff::tz::TimeZone::get(&zone_name).unwrap_or_else(|error| {
-            tracing::error!(zone = %zone_name, %error, "unknown quota time zone; using UTC+8");
-            jiff::tz::TimeZone::fixed(jiff::tz::offset(8))
-        });
+        let zone = super::quota::zone_named(&setup.settings().quota_time_zone);
         Self {
             quotas: Arc::new(Quotas::new(outbox.db().clone(), zone)),
-            breakers: Arc::new(Breakers::new()),
+            breakers: Arc::default(),
             outbox,
             setup,
             clock,
@@ -120,9 +114,10 @@ impl<S: DeliverySetup> Dispatcher<S> {
         self.breakers.clone()
     }
 
-    /// The quota counters, for the `/quota` command and the API.
-    pub fn quotas(&self) -> Arc<Quotas> {
-        self.quotas.clone()
+    /// Shares the circuit breakers with whoever reports on them (the `/quota` command).
+    pub fn with_breakers(mut self, breakers: Arc<Breakers>) -> Self {
+        self.breakers = breakers;
+        self
     }
 
     /// Shares a wake-up signal with whoever enqueues in this process.

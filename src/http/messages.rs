@@ -11,8 +11,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::app::AppState;
-use crate::channels::{Audience, ChannelStatus, Message};
-use crate::delivery::route::{self, Content, MessageRequest, Recipient, RouteError};
+use crate::delivery::route::{self, MessageRequest, RouteError};
 use crate::delivery::{Accepted, MessageView, NewMessage, Outbox};
 use crate::error::{ApiError, ApiJson, ApiPath, ErrorBody};
 use crate::http::auth::Caller;
@@ -220,44 +219,6 @@ async fn get_message(
     Ok(Json(view))
 }
 
-/// Builds the request of a one-off test send through `channel_id`, shared with the
-/// `/send-test` chat command.
-pub fn test_request(
-    channel_id: &str,
-    status: &ChannelStatus,
-    to: &str,
-    text: &str,
-) -> Result<MessageRequest, RouteError> {
-    let ChannelStatus::Ready(channel) = status else {
-        let reason = match status {
-            ChannelStatus::Disabled { reason } => reason.as_str(),
-            ChannelStatus::Ready(_) => "",
-        };
-        return Err(RouteError {
-            code: "channel_disabled",
-            message: format!("channel `{channel_id}` is disabled: {reason}"),
-        });
-    };
-    let kind = match channel.audience() {
-        Audience::Person(kind) | Audience::Group(kind) => kind,
-    };
-    let to = to.trim();
-    let recipient = if to.is_empty() {
-        Recipient::default()
-    } else {
-        Recipient::with(kind, to)
-    };
-    Ok(MessageRequest {
-        recipient,
-        route: vec![channel_id.to_string()],
-        content: Content {
-            default: Message::text(text),
-            per_channel: Default::default(),
-        },
-        idempotency_key: None,
-    })
-}
-
 /// Sends a one-off test message through one channel, via the outbox like any other.
 #[utoipa::path(
     post,
@@ -286,7 +247,8 @@ async fn send_test_message(
         .channels
         .get(&channel_id)
         .ok_or_else(|| ApiError::not_found(format!("there is no channel `{channel_id}`")))?;
-    let request = test_request(&channel_id, status, &test.to, &test.text).map_err(unprocessable)?;
+    let request =
+        route::test_request(&channel_id, status, &test.to, &test.text).map_err(unprocessable)?;
     let message = route::resolve(&request, None, &live.channels).map_err(unprocessable)?;
     tracing::info!(channel = %channel_id, caller = %caller.name, "test message queued");
     accept_one(&state, message).await

@@ -94,6 +94,7 @@ pub async fn fixture_with(
         admin_token: admin_token.map(|token| Arc::new(SecretString::from(token))),
         inbound: Default::default(),
         delivery_wake: Default::default(),
+        breakers: Default::default(),
     };
     Fixture { _dir: dir, state }
 }

@@ -24,8 +24,8 @@ use super::{
     ChatEvent, Reply, dingtalk, feishu_http, qq, shell, slack, standard, store, wechat_oa,
     wecom_aibot, wecom_app,
 };
-use crate::app::AppState;
-use crate::rules::{InboundAccount, InboundPlatform, Rules};
+use crate::app::{AppState, Live};
+use crate::rules::{InboundAccount, InboundPlatform};
 
 /// The largest callback body any platform sends us; the router's own limit is larger.
 const MAX_CALLBACK_BYTES: usize = 512 * 1024;
@@ -131,11 +131,11 @@ impl IntoResponse for Rejection {
     }
 }
 
-/// What a platform handler gets besides the request: the account, the rules in force,
-/// and the services every platform needs.
+/// What a platform handler gets besides the request: the account, the rules and channels
+/// in force, and the services every platform needs.
 pub(crate) struct Callback<'a> {
     pub state: &'a AppState,
-    pub rules: &'a Arc<Rules>,
+    pub live: &'a Arc<Live>,
     pub account: &'a InboundAccount,
 }
 
@@ -267,11 +267,11 @@ async fn receive(
     }
     let callback = Callback {
         state: &state,
-        rules: &live.rules,
+        live: &live,
         account,
     };
     let outcome = match &account.platform {
-        InboundPlatform::Shell => shell::receive(&state, &live.rules, account, request).await,
+        InboundPlatform::Shell => shell::receive(&state, &live, account, request).await,
         InboundPlatform::Slack { .. } => slack::receive(&callback, request).await,
         InboundPlatform::Qq { .. } => qq::receive(&callback, request).await,
         InboundPlatform::Standard { .. } => standard::receive(&callback, request).await,
@@ -335,7 +335,7 @@ mod tests {
         let account = live.rules.inbound_account("shell").unwrap();
         let callback = Callback {
             state: &state,
-            rules: &live.rules,
+            live: &live,
             account,
         };
         let first = callback.admit("evt-1").await.expect("new");
@@ -354,7 +354,7 @@ mod tests {
         let restarted = test_support::app_state(db.clone(), "t", vec![]);
         let callback = Callback {
             state: &restarted,
-            rules: &live.rules,
+            live: &live,
             account,
         };
         assert!(callback.admit("evt-1").await.is_none(), "persisted");

@@ -9,28 +9,29 @@ use std::sync::Arc;
 use super::admission::Admission;
 use super::api::Callback;
 use super::{ChatEvent, Reply};
+use crate::app::Live;
 use crate::bot::Bot;
-use crate::rules::Rules;
 
-/// The bot, the rules in force when the callback arrived, and the message's admission.
+/// The bot, the rules and channels in force when the callback arrived (one version of
+/// both), and the message's admission.
 pub(crate) struct DeferredBot {
     bot: Bot,
-    rules: Arc<Rules>,
+    live: Arc<Live>,
     admission: Admission,
 }
 
 impl DeferredBot {
     pub fn new(callback: &Callback<'_>, admission: Admission) -> Self {
         Self {
-            bot: Bot::new(callback.state.db.clone(), callback.state.clock.clone()),
-            rules: callback.rules.clone(),
+            bot: Bot::serving(callback.state),
+            live: callback.live.clone(),
             admission,
         }
     }
 
     pub async fn run(self, event: &ChatEvent) -> Vec<Reply> {
         self.bot
-            .handle_admitted(&self.rules, event, self.admission)
+            .handle_admitted(&self.live, event, self.admission)
             .await
     }
 }

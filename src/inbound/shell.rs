@@ -22,10 +22,10 @@ use subtle::ConstantTimeEq;
 
 use super::api::{Rejection, Verdict};
 use super::{ChatEvent, ChatKind, Reply};
-use crate::app::AppState;
+use crate::app::{AppState, Live};
 use crate::bot::Bot;
 use crate::db::DatabaseUrl;
-use crate::rules::{InboundAccount, Rules};
+use crate::rules::InboundAccount;
 
 /// The console is one person typing; anything larger is a mistake or an attack.
 const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -49,7 +49,7 @@ pub struct ShellAnswer {
 
 pub(super) async fn receive(
     state: &AppState,
-    rules: &Rules,
+    live: &Live,
     account: &InboundAccount,
     request: Request,
 ) -> Result<Response, Rejection> {
@@ -106,9 +106,7 @@ pub(super) async fn receive(
         text: message.text,
         message_id: None,
     };
-    // The bot is two shared handles; building it per request keeps AppState unchanged.
-    let bot = Bot::new(state.db.clone(), state.clock.clone());
-    let replies = bot.handle(rules, &event).await;
+    let replies = Bot::serving(state).handle(live, &event).await;
     Ok(Json(ShellAnswer { replies }).into_response())
 }
 

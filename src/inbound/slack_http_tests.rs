@@ -143,7 +143,7 @@ async fn a_slow_command_is_acknowledged_and_answered_at_response_url() {
         .expect("the slack account");
     let callback = crate::inbound::api::Callback {
         state: &fixture.state,
-        rules: &live.rules,
+        live: &live,
         account,
     };
     let (release, gate) = tokio::sync::oneshot::channel::<()>();
@@ -175,7 +175,7 @@ async fn a_slow_command_is_acknowledged_and_answered_at_response_url() {
     let live = fixture.state.live();
     let callback = crate::inbound::api::Callback {
         state: &fixture.state,
-        rules: &live.rules,
+        live: &live,
         account: live
             .rules
             .inbound_account(ACCOUNT)

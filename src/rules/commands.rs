@@ -4,10 +4,10 @@
 use super::model::{CommandRule, Role};
 
 /// Names of the built-in commands, the only valid `name`s of a `[[command]]` table.
-pub const BUILTIN_COMMANDS: [&str; 2] = ["help", "whoami"];
+pub const BUILTIN_COMMANDS: [&str; 4] = ["help", "whoami", "send-test", "quota"];
 
 /// The configuration a built-in command gets when no `[[command]]` table names it, so
-/// that a rules directory without commands still answers `/help` and `/whoami`.
+/// that a rules directory without commands still answers `/help`, `/whoami` and the rest.
 pub fn default_command(name: &str) -> Option<CommandRule> {
     let (aliases, role, summary, usage) = match name {
         "help" => (
@@ -17,6 +17,18 @@ pub fn default_command(name: &str) -> Option<CommandRule> {
             "[command]",
         ),
         "whoami" => ("我是谁", None, "Show your platform, user id and role", ""),
+        "send-test" => (
+            "测试发送",
+            Some(Role::Operator),
+            "Send a one-off test message through a channel, via the outbox",
+            "<channel> <to> <text>",
+        ),
+        "quota" => (
+            "配额",
+            Some(Role::Viewer),
+            "Show what is left of each channel account's quota this minute, day and month",
+            "[channel]",
+        ),
         _ => return None,
     };
     Some(CommandRule {
@@ -39,6 +51,6 @@ mod tests {
             assert_eq!(rule.name, name);
             assert!(!rule.summary.is_empty());
         }
-        assert_eq!(default_command("send-test"), None);
+        assert_eq!(default_command("campaign-of-the-future"), None);
     }
 }

@@ -6,6 +6,7 @@ request one message."""
 
 import json
 import time
+from datetime import datetime, timezone
 
 from standardwebhooks.webhooks import Webhook
 
@@ -117,3 +118,59 @@ def test_the_same_idempotency_key_is_one_message(qunfa, mock_api):
     refused = send(server, {"recipient": {}, "route": ["hooks"], "content": {"text": "x"}})
     assert refused.status == 422
     assert refused.json()["error"]["code"] == "unreachable_recipient"
+
+
+CHAT_SECRET = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD"
+CHAT_RULES = """
+[[inbound]]
+id = "crm"
+platform = "standard"
+secret_env = "QUNFA_CRM_SECRET"
+
+[[operator]]
+platform = "standard"
+user = "ops-1"
+role = "operator"
+"""
+
+
+def chat(server, text: str, webhook_id: str) -> list[str]:
+    """Sends `text` as operator ops-1 through a Standard Webhooks inbound account, signed by
+    the reference library, and answers the bot's reply texts."""
+    at = datetime.now(tz=timezone.utc)
+    body = json.dumps({"type": "message", "timestamp": at.isoformat(),
+                       "data": {"chat": "ops", "user": "ops-1", "text": text,
+                                "message_id": webhook_id}}).encode()
+    headers = {"webhook-id": webhook_id, "webhook-timestamp": str(int(at.timestamp())),
+               "webhook-signature": Webhook(CHAT_SECRET).sign(webhook_id, at, body.decode()),
+               "content-type": "application/json"}
+    answer = server.post("crm", body, headers)
+    assert answer.status == 200, answer.text
+    return [reply["text"] for reply in answer.json().get("replies", [])]
+
+
+def test_send_test_from_chat_goes_through_the_outbox_once_and_quota_shows_it(qunfa, mock_api):
+    server = qunfa(rules(mock_api.url) + CHAT_RULES + '\n[[channel]]\nid = "metered"\nkind = "log"\n'
+                   'path = "metered.jsonl"\nper_minute = 20\n',
+                   {"HOOK_SECRET": SECRET, "QUNFA_ADMIN_TOKEN": ADMIN, "QUNFA_CRM_SECRET": CHAT_SECRET})
+    replies = chat(server, "/send-test hooks u-9 你好 from chat", "chat-1")
+    assert len(replies) == 1 and replies[0].startswith("queued through `hooks` as msg_"), replies
+    message_id = replies[0].split(" as ")[1].split(";")[0]
+    call = mock_api.wait_for("/hook")[0]
+    headers = {k.lower(): v for k, v in call.headers.items()}
+    payload = Webhook(SECRET).verify(call.body, headers)
+    assert payload["data"]["to"] == "u-9"
+    assert payload["data"]["message"]["text"] == "你好 from chat"
+    wait_for_state(server, message_id, "delivered")
+    # The platform retrying the same callback changes nothing.
+    assert chat(server, "/send-test hooks u-9 你好 from chat", "chat-1") == []
+    assert chat(server, "测试发送 nowhere u-9 hi", "chat-2")[0].startswith("规则中没有渠道 `nowhere`")
+    time.sleep(0.3)
+    assert len(mock_api.wait_for("/hook")) == 1
+    assert server.rows("SELECT COUNT(*) FROM messages") == [(1,)]
+
+    assert chat(server, "/send-test metered u-1 one", "chat-3")[0].startswith("queued through `metered`")
+    deadline = time.monotonic() + 10
+    while "minute 1/20 (19 left" not in (quota := chat(server, "/quota metered", f"q-{time.monotonic()}")[0]):
+        assert time.monotonic() < deadline, quota
+        time.sleep(0.05)

@@ -160,7 +160,9 @@ impl Outbox {
         Ok(out)
     }
 
-    async fn accept_one(
+    /// Accepts one message inside the caller's transaction (the `/send-test` command
+    /// commits it with the chat message's callback id and audit row).
+    pub(crate) async fn accept_one(
         tx: &mut AnyConnection,
         message: &NewMessage,
         now: UnixMillis,
