@@ -5,8 +5,9 @@
 //! (durable claims, quotas and breakers consulted, batched outcome records) twice:
 //! - one HTTP call per recipient: the signed webhook channel (target: 0.40 of the bare
 //!   loop's messages/s);
-//! - a batching channel: WeCom app messages, 1000 recipients per `message/send` call, the
-//!   token fetched once (target: 5× the bare loop's messages/s).
+//! - a batching channel: a campaign's fan-out (one job per 1000 recipients) through WeCom
+//!   app messages, 1000 recipients per `message/send` call, the token fetched once (target:
+//!   5× the bare loop's messages/s).
 //!
 //! SQLite by default; `QUNFA_TEST_POSTGRES_URL` adds PostgreSQL runs.
 //!
@@ -129,21 +130,42 @@ async fn outbox_run(
     let keys: Vec<String> = (0..n).map(|i| format!("bench-{i}")).collect();
     let payload = r#"{"text":"hi"}"#;
     let enqueue_started = Instant::now();
-    for chunk in keys.chunks(10_000) {
-        let jobs: Vec<NewJob<'_>> = chunk
-            .iter()
-            .map(|key| NewJob {
-                idempotency_key: key,
-                channel: "bench",
-                recipient: key,
-                payload,
-            })
-            .collect();
-        outbox
-            .enqueue_all(&jobs, clock.now_ms(), Duration::from_secs(3600))
-            .await
-            .expect("enqueue");
-    }
+    // One job per recipient, or a campaign's fan-out: one job per provider call.
+    let jobs = match mode {
+        Mode::PerRecipient => {
+            for chunk in keys.chunks(10_000) {
+                let jobs: Vec<NewJob<'_>> = chunk
+                    .iter()
+                    .map(|key| NewJob {
+                        idempotency_key: key,
+                        channel: "bench",
+                        recipient: key,
+                        payload,
+                    })
+                    .collect();
+                outbox
+                    .enqueue_all(&jobs, clock.now_ms(), Duration::from_secs(3600))
+                    .await
+                    .expect("enqueue");
+            }
+            n
+        }
+        Mode::Batching => {
+            let recipients: Vec<&str> = keys.iter().map(String::as_str).collect();
+            outbox
+                .fan_out(
+                    "bench",
+                    "bench",
+                    payload,
+                    &recipients,
+                    1000,
+                    clock.now_ms(),
+                    Duration::from_secs(3600),
+                )
+                .await
+                .expect("fan out")
+        }
+    };
     let enqueue_rate = n as f64 / enqueue_started.elapsed().as_secs_f64();
     let timeout = Duration::from_secs(10);
     let (channel, batch_size): (ChannelStatus, usize) = match mode {
@@ -189,7 +211,7 @@ async fn outbox_run(
     }
     loop {
         let summary = outbox.summary(0).await.expect("summary");
-        if summary.sent as usize >= n {
+        if summary.sent as usize >= jobs {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -197,7 +219,9 @@ async fn outbox_run(
     let rate = n as f64 / started.elapsed().as_secs_f64();
     cancel.cancel();
     let _ = run.await;
-    println!("{label:<22} enqueue {enqueue_rate:>9.0} jobs/s   drain {rate:>9.0} msg/s");
+    println!(
+        "{label:<22} enqueue {enqueue_rate:>9.0} msg/s   drain {rate:>9.0} msg/s ({jobs} jobs)"
+    );
     test_db.cleanup().await.expect("cleanup");
     rate
 }

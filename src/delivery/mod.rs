@@ -11,6 +11,8 @@ pub mod store;
 pub mod worker;
 
 #[cfg(test)]
+mod fan_out_tests;
+#[cfg(test)]
 mod governance_tests;
 
 pub use policy::Next;

@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use super::breaker::{Admission, BreakerSettings, Breakers, Transition};
 use super::policy::{Next, decide};
 use super::quota::{Grant, Quotas};
-use super::store::{ClaimedJob, Completion, Outbox};
+use super::store::{ClaimedJob, Completion, FanOutRemainder, Outbox, RecipientOutcome};
 use crate::channels::{ChannelStatus, Message, SendContext, SendResult, Verdict};
 use crate::clock::{SharedClock, millis};
 use crate::rules::{DeliverySettings, Limits};
@@ -156,13 +156,14 @@ impl<S: DeliverySetup> Dispatcher<S> {
                 groups.push(group);
             }
             let sends = groups.into_iter().map(|group| self.send_group(group));
-            let completions: Vec<Completion> = futures::future::join_all(sends)
+            let records: Vec<Record> = futures::future::join_all(sends)
                 .await
                 .into_iter()
                 .flatten()
                 .collect();
+            let (completions, remainders) = Record::split(records);
             self.outbox
-                .complete(&completions, self.clock.now_ms())
+                .complete_with(&completions, &remainders, self.clock.now_ms())
                 .await?;
         }
     }
@@ -176,7 +177,7 @@ impl<S: DeliverySetup> Dispatcher<S> {
     /// many sends. Claiming again starts when fewer than `concurrency` jobs are waiting.
     pub async fn run(self, cancel: CancellationToken, drain: Duration) {
         let this = Arc::new(self);
-        let (done_tx, done_rx) = mpsc::channel::<Completion>(RECORD_BATCH);
+        let (done_tx, done_rx) = mpsc::channel::<Record>(RECORD_BATCH);
         let recorder = tokio::spawn(record_outcomes(
             this.outbox.clone(),
             this.clock.clone(),
@@ -225,10 +226,10 @@ impl<S: DeliverySetup> Dispatcher<S> {
                 let this = this.clone();
                 let done_tx = done_tx.clone();
                 in_flight.spawn(async move {
-                    for completion in this.send_group(group).await {
+                    for record in this.send_group(group).await {
                         // The recorder only stops after every sender is gone, so this cannot
                         // fail while the dispatcher runs.
-                        let _ = done_tx.send(completion).await;
+                        let _ = done_tx.send(record).await;
                     }
                 });
             }
@@ -312,13 +313,20 @@ impl<S: DeliverySetup> Dispatcher<S> {
     /// The next jobs to send in one provider call: the first waiting job and the jobs
     /// right behind it with the same channel and content, up to the channel's batch size.
     /// A campaign's jobs are claimed together in id order, so its batches stay contiguous.
+    /// A fan-out job is a group of its own: its recipients fill the calls.
     fn next_group(&self, waiting: &mut VecDeque<ClaimedJob>) -> Option<Vec<ClaimedJob>> {
         let first = waiting.pop_front()?;
-        let size = self.setup.batch_size(&first.channel).max(1);
+        let size = if first.recipients.is_some() {
+            1
+        } else {
+            self.setup.batch_size(&first.channel).max(1)
+        };
         let mut group = vec![first];
         while group.len() < size {
             let same = waiting.front().is_some_and(|next| {
-                next.channel == group[0].channel && next.payload == group[0].payload
+                next.recipients.is_none()
+                    && next.channel == group[0].channel
+                    && next.payload == group[0].payload
             });
             if !same {
                 break;
@@ -331,17 +339,33 @@ impl<S: DeliverySetup> Dispatcher<S> {
     /// One attempt at a group of jobs (one provider call, or one per job for channels
     /// without batching); never fails, never panics outward: every job ends in a
     /// completion to record.
-    async fn send_group(&self, jobs: Vec<ClaimedJob>) -> Vec<Completion> {
+    async fn send_group(&self, jobs: Vec<ClaimedJob>) -> Vec<Record> {
+        if let [job] = jobs.as_slice()
+            && job.recipients.is_some()
+        {
+            return self.send_fan_out(job).await;
+        }
+        let Some(first) = jobs.first() else {
+            return Vec::new();
+        };
+        let channel_id = first.channel.clone();
         let settings = self.setup.settings();
         let started_at = self.clock.now_ms();
         let timer = Instant::now();
-        let attempts = self.governed_attempt(&jobs, &settings).await;
+        let targets: Vec<SendContext<'_>> = jobs.iter().map(target).collect();
+        let attempts = self
+            .governed_attempt(&first.channel, &first.payload, &targets, &settings)
+            .await;
+        drop(targets);
         let now = self.clock.now_ms();
         let duration_ms = i64::try_from(timer.elapsed().as_millis()).unwrap_or(i64::MAX);
         let mut rng = rand::rng();
-        jobs.into_iter()
+        let mut counts = OutcomeCounts::default();
+        let records = jobs
+            .into_iter()
             .zip(attempts)
             .map(|(job, (outcome, result))| {
+                counts.add(outcome);
                 let next = decide(
                     &settings.retry,
                     &result.verdict,
@@ -350,12 +374,6 @@ impl<S: DeliverySetup> Dispatcher<S> {
                     job.expires_at,
                     &mut rng,
                 );
-                metrics::counter!(
-                    "qunfa_delivery_attempts_total",
-                    "channel" => job.channel.clone(),
-                    "outcome" => outcome,
-                )
-                .increment(1);
                 let mut detail = result.detail;
                 if next == Next::Dead {
                     detail = format!("retries exhausted within the maximum age: {detail}");
@@ -367,7 +385,7 @@ impl<S: DeliverySetup> Dispatcher<S> {
                     Verdict::RecipientInvalid | Verdict::AccountDisabled
                 ) || next == Next::Dead
                     || outcome == "circuit_open";
-                Completion {
+                Record::Job(Completion {
                     job_id: job.id,
                     attempt: job.attempt,
                     worker: self.worker_id.clone(),
@@ -380,9 +398,154 @@ impl<S: DeliverySetup> Dispatcher<S> {
                     provider_ref: result.provider_ref,
                     route: job.route,
                     move_on,
-                }
+                })
             })
-            .collect()
+            .collect();
+        counts.report(&channel_id);
+        records
+    }
+
+    /// One attempt at a fan-out job: its recipients in calls of the channel's batch size,
+    /// each under the channel's governance. When the calls went the same way for everyone
+    /// without a delivery (the provider was down, the circuit open), the job itself retries
+    /// or ends; otherwise it is done and each recipient not delivered carries on as a job
+    /// of its own.
+    async fn send_fan_out(&self, job: &ClaimedJob) -> Vec<Record> {
+        let settings = self.setup.settings();
+        let started_at = self.clock.now_ms();
+        let timer = Instant::now();
+        let recipients: Vec<String> = match job.recipients.as_deref().map(serde_json::from_str) {
+            Some(Ok(recipients)) => recipients,
+            _ => Vec::new(),
+        };
+        let finish =
+            |outcome: &'static str, detail: String, next: Next, provider_ref: Option<String>| {
+                Record::Job(Completion {
+                    job_id: job.id,
+                    attempt: job.attempt,
+                    worker: self.worker_id.clone(),
+                    started_at,
+                    duration_ms: i64::try_from(timer.elapsed().as_millis()).unwrap_or(i64::MAX),
+                    outcome,
+                    status: None,
+                    detail,
+                    next,
+                    provider_ref,
+                    route: None,
+                    move_on: false,
+                })
+            };
+        if recipients.is_empty() {
+            let detail = "the stored recipient list of this fan-out job is not a list of addresses";
+            return vec![finish(
+                "invalid_payload",
+                detail.to_string(),
+                Next::Failed,
+                None,
+            )];
+        }
+        let keys: Vec<String> = recipients
+            .iter()
+            .map(|recipient| format!("{}/{recipient}", job.idempotency_key))
+            .collect();
+        let targets: Vec<SendContext<'_>> = recipients
+            .iter()
+            .zip(&keys)
+            .map(|(recipient, key)| SendContext {
+                job_id: job.id,
+                idempotency_key: key,
+                attempt: job.attempt,
+                recipient,
+            })
+            .collect();
+        let size = self.setup.batch_size(&job.channel).max(1);
+        let mut attempts = Vec::with_capacity(targets.len());
+        for call in targets.chunks(size) {
+            let answers = self
+                .governed_attempt(&job.channel, &job.payload, call, &settings)
+                .await;
+            attempts.extend(answers);
+        }
+        drop(targets);
+        let now = self.clock.now_ms();
+        let mut rng = rand::rng();
+        let mut counts = OutcomeCounts::default();
+        let mut delivered = 0usize;
+        let mut provider_ref = None;
+        let mut undelivered = Vec::new();
+        for (recipient, (outcome, result)) in recipients.into_iter().zip(attempts) {
+            counts.add(outcome);
+            if result.verdict == Verdict::Delivered {
+                delivered += 1;
+                // One reference per call; a job of several calls keeps the first.
+                provider_ref = provider_ref.or(result.provider_ref);
+                continue;
+            }
+            let next = decide(
+                &settings.retry,
+                &result.verdict,
+                job.failures,
+                now,
+                job.expires_at,
+                &mut rng,
+            );
+            let mut detail = result.detail;
+            if next == Next::Dead {
+                detail = format!("retries exhausted within the maximum age: {detail}");
+            }
+            undelivered.push(RecipientOutcome {
+                recipient,
+                outcome,
+                status: result.status.map(i64::from),
+                detail,
+                next,
+            });
+        }
+        counts.report(&job.channel);
+        let total = delivered + undelivered.len();
+        if delivered == 0
+            && let Some(first) = undelivered.first()
+            && undelivered
+                .iter()
+                .all(|other| other.outcome == first.outcome && same_next(&other.next, &first.next))
+        {
+            let detail = format!("{} (all {total} recipients)", first.detail);
+            let mut record = finish(first.outcome, detail, first.next.clone(), None);
+            if let Record::Job(completion) = &mut record {
+                completion.status = first.status;
+            }
+            return vec![record];
+        }
+        let outcome = if undelivered.is_empty() {
+            "delivered"
+        } else {
+            "partial"
+        };
+        let detail = format!(
+            "delivered to {delivered} of {total} recipients{}",
+            if undelivered.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "; the other {} carry on as jobs of their own",
+                    undelivered.len()
+                )
+            }
+        );
+        let mut records = vec![finish(outcome, detail, Next::Sent, provider_ref)];
+        if !undelivered.is_empty() {
+            records.push(Record::Split(FanOutRemainder {
+                idempotency_key: job.idempotency_key.clone(),
+                channel: job.channel.clone(),
+                payload: job.payload.clone(),
+                expires_at: job.expires_at,
+                worker: self.worker_id.clone(),
+                started_at,
+                duration_ms: i64::try_from(timer.elapsed().as_millis()).unwrap_or(i64::MAX),
+                recipients: undelivered,
+            }));
+        }
+        records
     }
 
     /// Sends `jobs` (which share channel and content) under the channel's governance: no
@@ -392,13 +555,14 @@ impl<S: DeliverySetup> Dispatcher<S> {
     /// outcome per job, in order.
     async fn governed_attempt(
         &self,
-        jobs: &[ClaimedJob],
+        channel_id: &str,
+        payload: &str,
+        jobs: &[SendContext<'_>],
         settings: &DeliverySettings,
     ) -> Vec<(&'static str, SendResult)> {
-        let Some(first) = jobs.first() else {
+        if jobs.is_empty() {
             return Vec::new();
-        };
-        let channel_id = first.channel.as_str();
+        }
         let breaker = BreakerSettings {
             failure_threshold: settings.circuit.failures,
             cooldown: settings.circuit.cooldown,
@@ -448,7 +612,7 @@ impl<S: DeliverySetup> Dispatcher<S> {
         let grants = if limits.is_unlimited() {
             vec![Grant::Granted; jobs.len()]
         } else {
-            let recipients: Vec<&str> = jobs.iter().map(|job| job.recipient.as_str()).collect();
+            let recipients: Vec<&str> = jobs.iter().map(|job| job.recipient).collect();
             match self
                 .quotas
                 .reserve(channel_id, &limits, &recipients, self.clock.now_ms())
@@ -466,13 +630,16 @@ impl<S: DeliverySetup> Dispatcher<S> {
                 }
             }
         };
-        let granted: Vec<ClaimedJob> = jobs
+        let granted: Vec<SendContext<'_>> = jobs
             .iter()
             .zip(&grants)
             .filter(|(_, grant)| **grant == Grant::Granted)
             .map(|(job, _)| job.clone())
             .collect();
-        let mut sent = self.attempt(&granted, settings).await.into_iter();
+        let mut sent = self
+            .attempt(channel_id, payload, &granted, settings)
+            .await
+            .into_iter();
         let outcomes: Vec<(&'static str, SendResult)> = grants
             .iter()
             .map(|grant| match grant {
@@ -550,7 +717,9 @@ impl<S: DeliverySetup> Dispatcher<S> {
     /// outcome per job, in order.
     async fn attempt(
         &self,
-        jobs: &[ClaimedJob],
+        channel_id: &str,
+        payload: &str,
+        jobs: &[SendContext<'_>],
         settings: &DeliverySettings,
     ) -> Vec<(&'static str, SendResult)> {
         let Some(first) = jobs.first() else {
@@ -567,19 +736,18 @@ impl<S: DeliverySetup> Dispatcher<S> {
                 SendResult::new(Verdict::Retryable { after: None }, None, detail),
             )
         };
-        let channel = match self.setup.channel(&first.channel) {
+        let channel = match self.setup.channel(channel_id) {
             Some(ChannelStatus::Ready(channel)) => channel,
             Some(ChannelStatus::Disabled { reason }) => {
-                return not_sent(format!("channel `{}` is disabled: {reason}", first.channel));
+                return not_sent(format!("channel `{channel_id}` is disabled: {reason}"));
             }
             None => {
                 return not_sent(format!(
-                    "channel `{}` is not in the rules; add it or the job dies at its maximum age",
-                    first.channel
+                    "channel `{channel_id}` is not in the rules; add it or the job dies at its maximum age"
                 ));
             }
         };
-        let message: Message = match serde_json::from_str(&first.payload) {
+        let message: Message = match serde_json::from_str(payload) {
             Ok(message) => message,
             Err(error) => {
                 return every(
@@ -592,20 +760,12 @@ impl<S: DeliverySetup> Dispatcher<S> {
                 );
             }
         };
-        let contexts: Vec<SendContext<'_>> = jobs
-            .iter()
-            .map(|job| SendContext {
-                job_id: job.id,
-                idempotency_key: &job.idempotency_key,
-                attempt: job.attempt,
-                recipient: &job.recipient,
-            })
-            .collect();
+        let contexts = jobs;
         // Adapters bound their own calls; this is the backstop that keeps a job from
         // outliving its lease if one does not.
         let bound = settings.http_timeout + Duration::from_secs(5);
         let send = async {
-            match contexts.as_slice() {
+            match contexts {
                 [one] => vec![channel.send(one, &message).await],
                 many => channel.send_batch(many, &message).await,
             }
@@ -616,7 +776,7 @@ impl<S: DeliverySetup> Dispatcher<S> {
                 .map(|result| (result.verdict.as_str(), result))
                 .collect(),
             Ok(Ok(results)) => {
-                tracing::error!(channel = %first.channel, expected = jobs.len(), got = results.len(), "channel adapter returned the wrong number of results");
+                tracing::error!(channel = %channel_id, expected = jobs.len(), got = results.len(), "channel adapter returned the wrong number of results");
                 every(
                     "adapter_error",
                     SendResult::new(
@@ -631,7 +791,7 @@ impl<S: DeliverySetup> Dispatcher<S> {
                 )
             }
             Ok(Err(_panic)) => {
-                tracing::error!(channel = %first.channel, job.id = first.id, "channel adapter panicked");
+                tracing::error!(channel = %channel_id, job.id = first.job_id, "channel adapter panicked");
                 every(
                     "adapter_panic",
                     SendResult::new(
@@ -656,11 +816,15 @@ impl<S: DeliverySetup> Dispatcher<S> {
 /// Writes outcomes in batches until every sender is gone. A failed write is retried, a
 /// bounded number of times once shutting down, so a dead database cannot hang exit; what
 /// is not recorded is reaped and retried after its lease.
-async fn record_outcomes(outbox: Outbox, clock: SharedClock, mut done: mpsc::Receiver<Completion>) {
-    let mut batch = Vec::with_capacity(RECORD_BATCH);
-    while done.recv_many(&mut batch, RECORD_BATCH).await > 0 {
+async fn record_outcomes(outbox: Outbox, clock: SharedClock, mut done: mpsc::Receiver<Record>) {
+    let mut records = Vec::with_capacity(RECORD_BATCH);
+    while done.recv_many(&mut records, RECORD_BATCH).await > 0 {
+        let (batch, remainders) = Record::split(std::mem::take(&mut records));
         let mut tries = 0u32;
-        while let Err(error) = outbox.complete(&batch, clock.now_ms()).await {
+        while let Err(error) = outbox
+            .complete_with(&batch, &remainders, clock.now_ms())
+            .await
+        {
             tries += 1;
             tracing::error!(%error, outcomes = batch.len(), tries, "cannot record delivery outcomes");
             if done.is_closed() && tries >= 10 {
@@ -672,7 +836,81 @@ async fn record_outcomes(outbox: Outbox, clock: SharedClock, mut done: mpsc::Rec
             }
             tokio::time::sleep(Duration::from_millis(200 * u64::from(tries.min(10)))).await;
         }
-        batch.clear();
+    }
+}
+
+/// What a send leaves to record: a job's outcome, or the recipients a fan-out call did
+/// not deliver (recorded in the same transaction as the fan-out job's own outcome, which
+/// is sent to the recorder right before it).
+#[derive(Debug)]
+enum Record {
+    Job(Completion),
+    Split(FanOutRemainder),
+}
+
+impl Record {
+    fn split(records: Vec<Record>) -> (Vec<Completion>, Vec<FanOutRemainder>) {
+        let mut completions = Vec::with_capacity(records.len());
+        let mut remainders = Vec::new();
+        for record in records {
+            match record {
+                Record::Job(completion) => completions.push(completion),
+                Record::Split(remainder) => remainders.push(remainder),
+            }
+        }
+        (completions, remainders)
+    }
+}
+
+/// A job as the channel sees it.
+fn target(job: &ClaimedJob) -> SendContext<'_> {
+    SendContext {
+        job_id: job.id,
+        idempotency_key: &job.idempotency_key,
+        attempt: job.attempt,
+        recipient: &job.recipient,
+    }
+}
+
+/// Whether two recipients' next steps are the same but for the jitter of a retry.
+fn same_next(a: &Next, b: &Next) -> bool {
+    match (a, b) {
+        (
+            Next::Retry {
+                counts_as_failure: a,
+                ..
+            },
+            Next::Retry {
+                counts_as_failure: b,
+                ..
+            },
+        ) => a == b,
+        _ => a == b,
+    }
+}
+
+/// Attempts per outcome of one group, counted once per group rather than once per
+/// recipient (a metrics lookup per recipient would cost more than recording them).
+#[derive(Default)]
+struct OutcomeCounts(Vec<(&'static str, u64)>);
+
+impl OutcomeCounts {
+    fn add(&mut self, outcome: &'static str) {
+        match self.0.iter_mut().find(|(seen, _)| *seen == outcome) {
+            Some((_, count)) => *count += 1,
+            None => self.0.push((outcome, 1)),
+        }
+    }
+
+    fn report(&self, channel: &str) {
+        for (outcome, count) in &self.0 {
+            metrics::counter!(
+                "qunfa_delivery_attempts_total",
+                "channel" => channel.to_string(),
+                "outcome" => *outcome,
+            )
+            .increment(*count);
+        }
     }
 }
 

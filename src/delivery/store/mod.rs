@@ -3,6 +3,7 @@
 //! read side for operators and metrics. The same statements serve SQLite and PostgreSQL;
 //! only row locking differs.
 
+mod fan_out;
 mod inspect;
 mod messages;
 mod queue;
@@ -12,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::db::Db;
 
+pub use fan_out::{FanOutRemainder, NewFanOut, RecipientOutcome};
 pub use inspect::{AttemptRow, JobRow, OutboxSummary, Requeue};
 pub use messages::{
     Accepted, MessageAttempt, MessageState, MessageStep, MessageView, NewMessage, NewStep,

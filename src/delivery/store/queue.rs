@@ -3,6 +3,7 @@
 use sqlx::{AnyConnection, Row};
 
 use super::Outbox;
+use super::fan_out::FanOutRemainder;
 use crate::clock::{UnixMillis, millis};
 use crate::db::Backend;
 use crate::delivery::policy::Next;
@@ -39,6 +40,8 @@ pub struct ClaimedJob {
     pub expires_at: UnixMillis,
     /// The routed message and step this job delivers, if it came from a route.
     pub route: Option<RouteStep>,
+    /// A fan-out job's recipients, a JSON array (`recipient` is then empty).
+    pub recipients: Option<String>,
 }
 
 /// A job's place in a routed message.
@@ -155,7 +158,7 @@ impl Outbox {
                  WHERE state IN ('queued', 'retry_wait') AND run_at <= $3 \
                  ORDER BY run_at, id LIMIT $4 {lock}) \
              RETURNING id, idempotency_key, channel, recipient, payload, attempts, failures, \
-             expires_at, message_id, step"
+             expires_at, message_id, step, recipients"
         );
         let rows = sqlx::query(&sql)
             .bind(worker)
@@ -177,6 +180,7 @@ impl Outbox {
                     failures: row.try_get("failures")?,
                     expires_at: row.try_get("expires_at")?,
                     route: route_of(row.try_get("message_id")?, row.try_get("step")?),
+                    recipients: row.try_get("recipients")?,
                 })
             })
             .collect::<Result<Vec<_>, sqlx::Error>>()?;
@@ -273,6 +277,17 @@ impl Outbox {
     /// slow worker cannot overwrite a later claim's state; a delivery is always kept,
     /// since the message did reach the provider.
     pub async fn complete(&self, batch: &[Completion], now: UnixMillis) -> Result<(), sqlx::Error> {
+        self.complete_with(batch, &[], now).await
+    }
+
+    /// [`Outbox::complete`], plus the recipients that fan-out calls did not deliver, each
+    /// queued (or ended) as a job of its own in the same transaction.
+    pub async fn complete_with(
+        &self,
+        batch: &[Completion],
+        fan_outs: &[FanOutRemainder],
+        now: UnixMillis,
+    ) -> Result<(), sqlx::Error> {
         let mut tx = self.db.writer().begin().await?;
         for chunk in batch.chunks(ATTEMPT_ROWS_PER_STATEMENT) {
             let rows = (0..chunk.len())
@@ -360,11 +375,14 @@ impl Outbox {
             };
             update.execute(&mut *tx).await?;
         }
+        for remainder in fan_outs {
+            Self::split_fan_out(&mut tx, remainder, now).await?;
+        }
         tx.commit().await
     }
 
     /// Ends a job whose claim is still current as `state` (`failed` or `dead`).
-    fn end_job<'q>(
+    pub(super) fn end_job<'q>(
         done: &'q Completion,
         state: &'static str,
         detail: &'q str,

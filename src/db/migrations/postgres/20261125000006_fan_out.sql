@@ -1,0 +1,7 @@
+-- Fan-out jobs: one row for many recipients of the same content on a batching channel,
+-- sent in one provider call (a campaign's WeCom app message to 1000 members, say), so a
+-- million-recipient campaign is a thousand rows to claim and record, not a million.
+-- `recipients` is a JSON array of addresses; `recipient` is '' on such a row. Recipients
+-- the call does not deliver get a job of their own (key `<fan-out key>/<address>`), made
+-- in the transaction that records the call, and retry or fail on their own from there.
+ALTER TABLE delivery_jobs ADD COLUMN recipients TEXT;
