@@ -212,6 +212,8 @@ async fn calls_of_the_batch_size_and_the_undelivered_carry_on(db: TestDb) {
             .unwrap();
     assert_eq!(provider_ref.as_deref(), Some("msgid-1"));
 
+    let (row, _) = h.outbox.job(1).await.unwrap().expect("the fan-out job");
+    assert_eq!(row.fan_out_size, Some(7));
     // Nothing is due any more: no recipient is sent twice.
     assert_eq!(h.dispatcher.drain_due().await.unwrap(), 0);
     assert_eq!(h.calls().len(), 3);

@@ -26,7 +26,11 @@ pub struct JobRow {
     pub id: i64,
     pub idempotency_key: String,
     pub channel: String,
+    /// Empty for a fan-out job, which carries `fan_out_size` recipients instead.
     pub recipient: String,
+    /// How many recipients a fan-out job carries (absent for a job of one recipient).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fan_out_size: Option<usize>,
     pub state: JobState,
     pub attempts: i64,
     pub failures: i64,
@@ -76,8 +80,8 @@ fn rfc3339<S: Serializer>(ms: &UnixMillis, serializer: S) -> Result<S::Ok, S::Er
     }
 }
 
-const JOB_COLUMNS: &str = "id, idempotency_key, channel, recipient, state, attempts, failures, \
-     last_error, run_at, created_at, updated_at, expires_at";
+const JOB_COLUMNS: &str = "id, idempotency_key, channel, recipient, recipients, state, attempts, \
+     failures, last_error, run_at, created_at, updated_at, expires_at";
 
 fn job_row(row: &AnyRow) -> Result<JobRow, sqlx::Error> {
     let state: String = row.try_get("state")?;
@@ -86,6 +90,9 @@ fn job_row(row: &AnyRow) -> Result<JobRow, sqlx::Error> {
         idempotency_key: row.try_get("idempotency_key")?,
         channel: row.try_get("channel")?,
         recipient: row.try_get("recipient")?,
+        fan_out_size: row.try_get::<Option<String>, _>("recipients")?.map(|list| {
+            serde_json::from_str::<Vec<serde::de::IgnoredAny>>(&list).map_or(0, |list| list.len())
+        }),
         state: JobState::parse(&state)
             .ok_or_else(|| sqlx::Error::Decode(format!("unknown job state `{state}`").into()))?,
         attempts: row.try_get("attempts")?,
