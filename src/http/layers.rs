@@ -2,16 +2,20 @@
 //! the request deadline, and the rewrite that gives every error response, whoever produced
 //! it, the JSON shape of [`ApiError`].
 
-use std::sync::LazyLock;
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{MatchedPath, Request};
 use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use axum::http::{HeaderName, HeaderValue, StatusCode};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use tower::{Layer, Service};
 
 use super::Limits;
 use super::metrics::HttpMetrics;
@@ -27,54 +31,106 @@ const MAX_REQUEST_ID_LEN: usize = 128;
 /// Error bodies longer than this are not worth quoting back as the message.
 const MAX_QUOTED_ERROR_LEN: usize = 512;
 
-/// What [`every_request`] needs: the limits and the request metrics' handles.
-#[derive(Debug)]
-pub struct PerRequest {
-    pub limits: Limits,
-    pub metrics: HttpMetrics,
-}
-
 /// Everything each request gets inside its tracing span, from the outside in: the request
 /// id, the metrics (which see the final status, after errors are rewritten and deadlines
-/// hit), the JSON error shape, the deadline. One middleware rather than one per concern:
-/// every `from_fn` layer boxes the request's future and clones the service stack below it,
-/// which the fastest webhooks paid four times per request.
-pub async fn every_request(
-    State(setup): State<std::sync::Arc<PerRequest>>,
-    mut request: Request,
-    next: Next,
-) -> Response {
-    let id = match request
-        .headers()
-        .get(&REQUEST_ID)
-        .filter(|value| acceptable_request_id(value.as_bytes()))
-    {
-        Some(kept) => kept.clone(),
-        None => {
-            let fresh = fresh_request_id();
-            // The span took the caller's id when it was acceptable; this one it cannot know.
-            if let Ok(text) = fresh.to_str() {
-                tracing::Span::current().record("request_id", text);
-            }
-            request.headers_mut().insert(REQUEST_ID, fresh.clone());
-            fresh
+/// hit), the JSON error shape, the deadline.
+///
+/// One hand-written layer rather than an `axum::middleware::from_fn` per concern: each of
+/// those clones the service stack below it (with the application state) and boxes it and
+/// its future again on every request, which the fastest webhooks paid four times.
+#[derive(Debug, Clone)]
+pub struct EveryRequestLayer {
+    setup: Arc<Setup>,
+}
+
+#[derive(Debug)]
+struct Setup {
+    limits: Limits,
+    metrics: HttpMetrics,
+}
+
+impl EveryRequestLayer {
+    pub fn new(limits: Limits) -> Self {
+        Self {
+            setup: Arc::new(Setup {
+                limits,
+                metrics: HttpMetrics::default(),
+            }),
         }
-    };
-    let method = super::metrics::method_label(request.method());
-    let route = request.extensions().get::<MatchedPath>().cloned();
-    let started = Instant::now();
-    let deadline = setup.limits.request_timeout;
-    let response = match tokio::time::timeout(deadline, next.run(request)).await {
-        Ok(response) => response,
-        Err(_) => deadline_exceeded(deadline),
-    };
-    let mut response = json_errors(response, setup.limits.body_bytes).await;
-    let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
-    setup
-        .metrics
-        .record(method, route, response.status(), started.elapsed());
-    response.headers_mut().insert(REQUEST_ID, id);
-    response
+    }
+}
+
+impl<S> Layer<S> for EveryRequestLayer {
+    type Service = EveryRequest<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        EveryRequest {
+            inner,
+            setup: self.setup.clone(),
+        }
+    }
+}
+
+/// The service of [`EveryRequestLayer`].
+#[derive(Debug, Clone)]
+pub struct EveryRequest<S> {
+    inner: S,
+    setup: Arc<Setup>,
+}
+
+impl<S> Service<Request> for EveryRequest<S>
+where
+    S: Service<Request, Error = Infallible>,
+    S::Response: IntoResponse,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, context: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(context)
+    }
+
+    fn call(&mut self, mut request: Request) -> Self::Future {
+        let id = match request
+            .headers()
+            .get(&REQUEST_ID)
+            .filter(|value| acceptable_request_id(value.as_bytes()))
+        {
+            Some(kept) => kept.clone(),
+            None => {
+                let fresh = fresh_request_id();
+                // The span took the caller's id when it was acceptable; this one it cannot
+                // have known.
+                if let Ok(text) = fresh.to_str() {
+                    tracing::Span::current().record("request_id", text);
+                }
+                request.headers_mut().insert(REQUEST_ID, fresh.clone());
+                fresh
+            }
+        };
+        let method = super::metrics::method_label(request.method());
+        let route = request.extensions().get::<MatchedPath>().cloned();
+        let setup = self.setup.clone();
+        let started = Instant::now();
+        let answer = self.inner.call(request);
+        Box::pin(async move {
+            let deadline = setup.limits.request_timeout;
+            let response = match tokio::time::timeout(deadline, answer).await {
+                Ok(Ok(response)) => response.into_response(),
+                Ok(Err(never)) => match never {},
+                Err(_) => deadline_exceeded(deadline),
+            };
+            let mut response = json_errors(response, setup.limits.body_bytes).await;
+            let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
+            setup
+                .metrics
+                .record(method, route, response.status(), started.elapsed());
+            response.headers_mut().insert(REQUEST_ID, id);
+            Ok(response)
+        })
+    }
 }
 
 /// Whether a caller's `x-request-id` is kept: 1..=128 visible ASCII characters.

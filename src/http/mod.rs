@@ -24,7 +24,6 @@ pub(crate) mod testing;
 #[cfg(test)]
 mod tests;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -77,7 +76,7 @@ pub fn router_with_limits(state: AppState, webhooks: Router<AppState>, limits: L
         .layer(
             // Outermost first: the span, so that everything below logs inside it, then the
             // request id, metrics, JSON errors and deadline (one middleware, see
-            // `layers::every_request`), then the body limit.
+            // `layers::EveryRequestLayer`), then the body limit.
             ServiceBuilder::new()
                 .layer(
                     TraceLayer::new_for_http()
@@ -90,13 +89,7 @@ pub fn router_with_limits(state: AppState, webhooks: Router<AppState>, limits: L
                         // Failures are logged once, where they happen (see `error.rs`).
                         .on_failure(()),
                 )
-                .layer(axum::middleware::from_fn_with_state(
-                    Arc::new(layers::PerRequest {
-                        limits,
-                        metrics: metrics::HttpMetrics::default(),
-                    }),
-                    layers::every_request,
-                ))
+                .layer(layers::EveryRequestLayer::new(limits))
                 .layer(RequestBodyLimitLayer::new(limits.body_bytes)),
         )
         .with_state(state)
@@ -104,7 +97,7 @@ pub fn router_with_limits(state: AppState, webhooks: Router<AppState>, limits: L
 
 /// One span per request. It names the route template rather than the raw path (which may
 /// carry ids), and leaves `caller` for the auth extractor to fill in, and `request_id` for
-/// `layers::every_request` when the caller sent no acceptable one.
+/// `layers::EveryRequestLayer` when the caller sent no acceptable one.
 fn request_span(request: &Request) -> tracing::Span {
     let route = request
         .extensions()
