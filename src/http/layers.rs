@@ -1,16 +1,24 @@
-//! Cross-cutting request handling every route gets: the request id, the request deadline,
-//! and the rewrite that gives every error response, whoever produced it, the JSON shape of
-//! [`ApiError`].
+//! Cross-cutting request handling every route gets: the request id, the request metrics,
+//! the request deadline, and the rewrite that gives every error response, whoever produced
+//! it, the JSON shape of [`ApiError`].
 
-use std::time::Duration;
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::{MatchedPath, Request};
 use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use axum::http::{HeaderName, HeaderValue, StatusCode};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use tower::{Layer, Service};
 
+use super::Limits;
+use super::metrics::HttpMetrics;
 use crate::error::ApiError;
 
 /// The header that correlates a request with its log lines.
@@ -23,57 +31,148 @@ const MAX_REQUEST_ID_LEN: usize = 128;
 /// Error bodies longer than this are not worth quoting back as the message.
 const MAX_QUOTED_ERROR_LEN: usize = 512;
 
-/// Keeps the caller's `x-request-id` when it is reasonable (1..=128 visible ASCII
-/// characters), otherwise sets a fresh UUID; the id is echoed on the response.
-pub async fn request_id(mut request: Request, next: Next) -> Response {
-    let id = request
-        .headers()
-        .get(&REQUEST_ID)
-        .filter(|value| acceptable_request_id(value.as_bytes()))
-        .cloned()
-        .unwrap_or_else(fresh_request_id);
-    request.headers_mut().insert(REQUEST_ID, id.clone());
-    let mut response = next.run(request).await;
-    response.headers_mut().insert(REQUEST_ID, id);
-    response
+/// Everything each request gets inside its tracing span, from the outside in: the request
+/// id, the metrics (which see the final status, after errors are rewritten and deadlines
+/// hit), the JSON error shape, the deadline.
+///
+/// One hand-written layer rather than an `axum::middleware::from_fn` per concern: each of
+/// those clones the service stack below it (with the application state) and boxes it and
+/// its future again on every request, which the fastest webhooks paid four times.
+#[derive(Debug, Clone)]
+pub struct EveryRequestLayer {
+    setup: Arc<Setup>,
 }
 
-fn acceptable_request_id(bytes: &[u8]) -> bool {
+#[derive(Debug)]
+struct Setup {
+    limits: Limits,
+    metrics: HttpMetrics,
+}
+
+impl EveryRequestLayer {
+    pub fn new(limits: Limits) -> Self {
+        Self {
+            setup: Arc::new(Setup {
+                limits,
+                metrics: HttpMetrics::default(),
+            }),
+        }
+    }
+}
+
+impl<S> Layer<S> for EveryRequestLayer {
+    type Service = EveryRequest<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        EveryRequest {
+            inner,
+            setup: self.setup.clone(),
+        }
+    }
+}
+
+/// The service of [`EveryRequestLayer`].
+#[derive(Debug, Clone)]
+pub struct EveryRequest<S> {
+    inner: S,
+    setup: Arc<Setup>,
+}
+
+impl<S> Service<Request> for EveryRequest<S>
+where
+    S: Service<Request, Error = Infallible>,
+    S::Response: IntoResponse,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, context: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(context)
+    }
+
+    fn call(&mut self, mut request: Request) -> Self::Future {
+        let id = match request
+            .headers()
+            .get(&REQUEST_ID)
+            .filter(|value| acceptable_request_id(value.as_bytes()))
+        {
+            Some(kept) => kept.clone(),
+            None => {
+                let fresh = fresh_request_id();
+                // The span took the caller's id when it was acceptable; this one it cannot
+                // have known.
+                if let Ok(text) = fresh.to_str() {
+                    tracing::Span::current().record("request_id", text);
+                }
+                request.headers_mut().insert(REQUEST_ID, fresh.clone());
+                fresh
+            }
+        };
+        let method = super::metrics::method_label(request.method());
+        let route = request.extensions().get::<MatchedPath>().cloned();
+        let setup = self.setup.clone();
+        let started = Instant::now();
+        let answer = self.inner.call(request);
+        Box::pin(async move {
+            let deadline = setup.limits.request_timeout;
+            let response = match tokio::time::timeout(deadline, answer).await {
+                Ok(Ok(response)) => response.into_response(),
+                Ok(Err(never)) => match never {},
+                Err(_) => deadline_exceeded(deadline),
+            };
+            let mut response = json_errors(response, setup.limits.body_bytes).await;
+            let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
+            setup
+                .metrics
+                .record(method, route, response.status(), started.elapsed());
+            response.headers_mut().insert(REQUEST_ID, id);
+            Ok(response)
+        })
+    }
+}
+
+/// Whether a caller's `x-request-id` is kept: 1..=128 visible ASCII characters.
+pub(super) fn acceptable_request_id(bytes: &[u8]) -> bool {
     (1..=MAX_REQUEST_ID_LEN).contains(&bytes.len())
         && bytes.iter().all(|byte| byte.is_ascii_graphic())
 }
 
+/// A fresh id in the UUID form callers and log tooling already parse. Ids only need to be
+/// unique, not unpredictable: a random prefix per process and a counter give that without
+/// the `getrandom` system call a random UUID cost on every request.
 fn fresh_request_id() -> HeaderValue {
-    let id = uuid::Uuid::new_v4().hyphenated().to_string();
+    static PROCESS_PREFIX: LazyLock<[u8; 8]> = LazyLock::new(rand::random);
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut bytes = [0u8; 16];
+    bytes[..8].copy_from_slice(&*PROCESS_PREFIX);
+    bytes[8..].copy_from_slice(&COUNTER.fetch_add(1, Ordering::Relaxed).to_be_bytes());
+    // Marking it a version 4 UUID overwrites 4 prefix bits and the counter's top 2 bits,
+    // which it would reach only after 2^62 requests.
+    let id = uuid::Builder::from_random_bytes(bytes).into_uuid();
+    let mut text = uuid::Uuid::encode_buffer();
     // A hyphenated UUID is always a valid header value; the fallback is unreachable.
-    HeaderValue::from_str(&id).unwrap_or(HeaderValue::from_static("unknown"))
+    HeaderValue::from_str(id.hyphenated().encode_lower(&mut text))
+        .unwrap_or(HeaderValue::from_static("unknown"))
 }
 
-/// Answers 503 `timeout` when the handler has not finished within the deadline, so a stuck
-/// dependency cannot hold connections forever.
-pub async fn enforce_deadline(
-    State(deadline): State<Duration>,
-    request: Request,
-    next: Next,
-) -> Response {
-    match tokio::time::timeout(deadline, next.run(request)).await {
-        Ok(response) => response,
-        Err(_) => {
-            tracing::warn!(
-                deadline_ms = deadline.as_millis() as u64,
-                "request exceeded its deadline"
-            );
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "timeout",
-                format!(
-                    "the request did not finish within {}; try again later",
-                    describe_duration(deadline)
-                ),
-            )
-            .into_response()
-        }
-    }
+/// The 503 `timeout` answer for a handler that has not finished within the deadline, so a
+/// stuck dependency cannot hold connections forever.
+fn deadline_exceeded(deadline: Duration) -> Response {
+    tracing::warn!(
+        deadline_ms = deadline.as_millis() as u64,
+        "request exceeded its deadline"
+    );
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "timeout",
+        format!(
+            "the request did not finish within {}; try again later",
+            describe_duration(deadline)
+        ),
+    )
+    .into_response()
 }
 
 fn describe_duration(duration: Duration) -> String {
@@ -88,12 +187,7 @@ fn describe_duration(duration: Duration) -> String {
 /// limit's 413, plain-text errors from handlers) into the [`ApiError`] shape, keeping the
 /// status and headers. A short plain-text 4xx body becomes the message; 5xx text is
 /// dropped because it may describe internals.
-pub async fn json_errors(
-    State(body_limit): State<usize>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let response = next.run(request).await;
+async fn json_errors(response: Response, body_limit: usize) -> Response {
     let status = response.status();
     if !(status.is_client_error() || status.is_server_error()) || is_json(&response) {
         return response;

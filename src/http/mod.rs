@@ -74,10 +74,10 @@ pub fn router_with_limits(state: AppState, webhooks: Router<AppState>, limits: L
         .merge(openapi::api_routes())
         .fallback(unknown_route)
         .layer(
-            // Outermost first: the id must exist before the span that records it, and the
-            // metrics see the final status after errors are rewritten and deadlines hit.
+            // Outermost first: the span, so that everything below logs inside it, then the
+            // request id, metrics, JSON errors and deadline (one middleware, see
+            // `layers::EveryRequestLayer`), then the body limit.
             ServiceBuilder::new()
-                .layer(axum::middleware::from_fn(layers::request_id))
                 .layer(
                     TraceLayer::new_for_http()
                         .make_span_with(request_span)
@@ -89,22 +89,15 @@ pub fn router_with_limits(state: AppState, webhooks: Router<AppState>, limits: L
                         // Failures are logged once, where they happen (see `error.rs`).
                         .on_failure(()),
                 )
-                .layer(axum::middleware::from_fn(metrics::record_request))
-                .layer(axum::middleware::from_fn_with_state(
-                    limits.body_bytes,
-                    layers::json_errors,
-                ))
-                .layer(axum::middleware::from_fn_with_state(
-                    limits.request_timeout,
-                    layers::enforce_deadline,
-                ))
+                .layer(layers::EveryRequestLayer::new(limits))
                 .layer(RequestBodyLimitLayer::new(limits.body_bytes)),
         )
         .with_state(state)
 }
 
 /// One span per request. It names the route template rather than the raw path (which may
-/// carry ids), and leaves `caller` for the auth extractor to fill in.
+/// carry ids), and leaves `caller` for the auth extractor to fill in, and `request_id` for
+/// `layers::EveryRequestLayer` when the caller sent no acceptable one.
 fn request_span(request: &Request) -> tracing::Span {
     let route = request
         .extensions()
@@ -113,8 +106,8 @@ fn request_span(request: &Request) -> tracing::Span {
     let request_id = request
         .headers()
         .get(&REQUEST_ID)
-        .and_then(|value| value.to_str().ok())
-        .unwrap_or("");
+        .filter(|value| layers::acceptable_request_id(value.as_bytes()))
+        .and_then(|value| value.to_str().ok());
     tracing::info_span!(
         "http",
         method = %request.method(),

@@ -36,7 +36,7 @@ pub fn routes() -> Router<AppState> {
 }
 
 /// How a callback was judged, the `verdict` label of `qunfa_callbacks_total`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum Verdict {
     Accepted,
     /// Authentication failed: a bad signature or token, or (for the shell) a remote peer.
@@ -51,7 +51,7 @@ pub(crate) enum Verdict {
 }
 
 impl Verdict {
-    fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Verdict::Accepted => "accepted",
             Verdict::RejectedSignature => "rejected_signature",
@@ -239,7 +239,9 @@ async fn receive(
 ) -> Response {
     let live = state.live();
     let Some(account) = live.rules.inbound_account(&account_id) else {
-        count("unknown", Verdict::UnknownAccount);
+        state
+            .inbound
+            .count_callback("unknown", Verdict::UnknownAccount);
         return Rejection::new(
             Verdict::UnknownAccount,
             StatusCode::NOT_FOUND,
@@ -256,7 +258,7 @@ async fn receive(
     {
         // The reason names environment variables: fine for the log, not for the caller.
         tracing::warn!(inbound.account = %account.id, %reason, "refused a callback for a disabled inbound account");
-        count(platform, Verdict::Disabled);
+        state.inbound.count_callback(platform, Verdict::Disabled);
         return Rejection::new(
             Verdict::Disabled,
             StatusCode::SERVICE_UNAVAILABLE,
@@ -283,20 +285,15 @@ async fn receive(
     };
     match outcome {
         Ok(response) => {
-            count(platform, Verdict::Accepted);
+            state.inbound.count_callback(platform, Verdict::Accepted);
             response
         }
         Err(rejection) => {
-            count(platform, rejection.verdict);
+            state.inbound.count_callback(platform, rejection.verdict);
             log_rejection(&account.id, platform, &rejection);
             rejection.into_response()
         }
     }
-}
-
-fn count(platform: &'static str, verdict: Verdict) {
-    metrics::counter!("qunfa_callbacks_total", "platform" => platform, "verdict" => verdict.as_str())
-        .increment(1);
 }
 
 /// Refused callbacks are logged at most once a second, with how many were not logged

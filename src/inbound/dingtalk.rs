@@ -11,8 +11,8 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use hmac::{Hmac, Mac};
 use secrecy::ExposeSecret;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
@@ -181,13 +181,46 @@ pub fn parse(body: &[u8], account: &str) -> Result<Incoming, DingtalkError> {
 
 /// A text reply in the robot message format, the shape `dingtalk_stream`'s `reply_text`
 /// posts to the session webhook; DingTalk reads the same shape from the callback answer.
-pub fn reply_body(text: &str, mention: Option<&str>) -> Value {
-    let at_user_ids: Vec<&str> = mention.into_iter().collect();
-    json!({
-        "msgtype": "text",
-        "text": {"content": text},
-        "at": {"atUserIds": at_user_ids, "isAtAll": false},
-    })
+/// Written straight from borrowed text: a `serde_json::Value` tree first cost a map and
+/// copies of every string on each answered callback.
+pub fn reply_body<'a>(text: &'a str, mention: Option<&'a str>) -> RobotReply<'a> {
+    RobotReply {
+        msgtype: "text",
+        text: RobotReplyText { content: text },
+        at: RobotReplyAt {
+            at_user_ids: mention,
+            is_at_all: false,
+        },
+    }
+}
+
+/// See [`reply_body`].
+#[derive(Debug, Serialize)]
+pub struct RobotReply<'a> {
+    msgtype: &'static str,
+    text: RobotReplyText<'a>,
+    at: RobotReplyAt<'a>,
+}
+
+#[derive(Debug, Serialize)]
+struct RobotReplyText<'a> {
+    content: &'a str,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct RobotReplyAt<'a> {
+    /// A list on the wire: empty, or the one sender to @.
+    #[serde(serialize_with = "serialize_as_list")]
+    at_user_ids: Option<&'a str>,
+    is_at_all: bool,
+}
+
+fn serialize_as_list<S: serde::Serializer>(
+    mention: &Option<&str>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.collect_seq(mention)
 }
 
 /// `POST /webhooks/{id}` for a `dingtalk` account: verify the headers, then parse, de-duplicate
@@ -228,12 +261,19 @@ pub(super) async fn receive(
         return Ok(acknowledge());
     }
     // One callback answer holds one message; several replies become paragraphs of it.
-    let text = replies
-        .iter()
-        .map(|reply| reply.text.as_str())
-        .collect::<Vec<_>>()
-        .join("\n\n");
-    Ok(Json(reply_body(&text, mention.as_deref())).into_response())
+    let joined;
+    let text = match replies.as_slice() {
+        [only] => only.text.as_str(),
+        _ => {
+            joined = replies
+                .iter()
+                .map(|reply| reply.text.as_str())
+                .collect::<Vec<_>>()
+                .join("\n\n");
+            joined.as_str()
+        }
+    };
+    Ok(Json(reply_body(text, mention.as_deref())).into_response())
 }
 
 /// Nothing to say: an empty JSON object, which DingTalk takes as "no reply" (unverified: the

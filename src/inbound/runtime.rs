@@ -2,16 +2,18 @@
 //! de-duplication, one HTTP client for reply APIs, a cache of platform access tokens, and
 //! a tracker of asynchronous replies so shutdown can let them finish.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use tokio::sync::OnceCell;
 use tokio_util::task::TaskTracker;
 
+use super::api::Verdict;
 use super::store;
 use crate::db::Db;
+use crate::telemetry::CALLBACKS_TOTAL;
 
 /// How many recent event ids are remembered in memory (and loaded at start): a platform
 /// retries within minutes, and its time window refuses older replays anyway.
@@ -25,6 +27,9 @@ pub struct InboundRuntime {
     http: reqwest::Client,
     tokens: TokenCache,
     replies: TaskTracker,
+    /// `qunfa_callbacks_total` by platform and verdict, kept after first use: looking a
+    /// metric up in the registry builds and hashes its label set on every callback.
+    callback_counters: RwLock<HashMap<(&'static str, Verdict), metrics::Counter>>,
 }
 
 impl Default for InboundRuntime {
@@ -35,6 +40,7 @@ impl Default for InboundRuntime {
             http: crate::channels::http_client(Duration::from_secs(10)),
             tokens: TokenCache::default(),
             replies: TaskTracker::new(),
+            callback_counters: RwLock::default(),
         }
     }
 }
@@ -102,6 +108,23 @@ impl InboundRuntime {
 
     pub fn http(&self) -> &reqwest::Client {
         &self.http
+    }
+
+    /// Counts one callback in `qunfa_callbacks_total`.
+    pub(crate) fn count_callback(&self, platform: &'static str, verdict: Verdict) {
+        let key = (platform, verdict);
+        if let Ok(counters) = self.callback_counters.read()
+            && let Some(counter) = counters.get(&key)
+        {
+            counter.increment(1);
+            return;
+        }
+        let counter = metrics::counter!(CALLBACKS_TOTAL, "platform" => platform, "verdict" => verdict.as_str());
+        counter.increment(1);
+        // The set is bounded: platforms x verdicts. A poisoned lock only loses the caching.
+        if let Ok(mut counters) = self.callback_counters.write() {
+            counters.insert(key, counter);
+        }
     }
 
     pub fn tokens(&self) -> &TokenCache {
