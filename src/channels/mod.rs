@@ -64,7 +64,7 @@ pub use log::LogChannel;
 pub use registry::{BuildContext, ChannelRegistry, ChannelStatus};
 pub use render::ContentError;
 pub use tokens::TokenCache;
-pub use webhook::{WebhookChannel, decode_secret};
+pub use webhook::{WebhookChannel, WebhookSetupError, decode_secret};
 
 /// How a message is meant to look; each adapter renders it in the richest form its
 /// provider offers and downgrades the rest (markdown to plain text for SMS, a card to

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{Channel, LogChannel, WebhookChannel};
+use super::{Channel, LogChannel, WebhookChannel, WebhookSetupError};
 // -- sms / email
 use super::{AliyunSmsChannel, AliyunSmsSettings, SendgridChannel, SendgridSettings};
 use super::{SmtpChannel, SmtpSettings, TencentSmsChannel, TencentSmsSettings};
@@ -145,8 +145,14 @@ fn build_one(account: &ChannelAccount, ctx: &BuildContext) -> ChannelStatus {
         ))),
         ChannelKind::Webhook { url, secret } => {
             BuildContext::status(secret.resolve().and_then(|value| {
-                WebhookChannel::new(url, &value, ctx.timeout, ctx.clock.clone())
-                    .map_err(|error| format!("environment variable `{}`: {error}", secret.env))
+                WebhookChannel::new(url, &value, ctx.timeout, ctx.clock.clone()).map_err(|error| {
+                    match error {
+                        WebhookSetupError::Secret(bad) => {
+                            format!("environment variable `{}`: {bad}", secret.env)
+                        }
+                        WebhookSetupError::Url(_) => error.to_string(),
+                    }
+                })
             }))
         }
         // -- wecom / wechat

@@ -8,7 +8,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use reqwest::StatusCode;
 use secrecy::{ExposeSecret, SecretString};
-use serde_json::json;
+use serde::Serialize;
 use standardwebhooks::Webhook;
 
 use super::http::{body_excerpt, client, retry_after, transport_failure};
@@ -19,7 +19,8 @@ use crate::clock::SharedClock;
 const DEFAULT_RATE_LIMIT_WAIT: Duration = Duration::from_secs(60);
 
 pub struct WebhookChannel {
-    url: String,
+    /// Parsed once: reqwest would parse (and IDNA-map) a string URL on every send.
+    url: reqwest::Url,
     signer: Webhook,
     client: reqwest::Client,
     clock: SharedClock,
@@ -42,6 +43,15 @@ pub struct BadSecret;
 /// Decodes a `whsec_…` secret. The prefix is optional and padding is too: the Python
 /// reference library accepts unpadded secrets while the Rust one does not, and customers
 /// copy secrets from either.
+/// Why a webhook channel cannot be built.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum WebhookSetupError {
+    #[error(transparent)]
+    Secret(#[from] BadSecret),
+    #[error("the webhook url is not a URL: {0}")]
+    Url(String),
+}
+
 pub fn decode_secret(secret: &str) -> Result<Vec<u8>, BadSecret> {
     let encoded = secret.trim();
     let encoded = encoded.strip_prefix("whsec_").unwrap_or(encoded);
@@ -61,11 +71,13 @@ impl WebhookChannel {
         secret: &SecretString,
         timeout: Duration,
         clock: SharedClock,
-    ) -> Result<Self, BadSecret> {
+    ) -> Result<Self, WebhookSetupError> {
+        let url =
+            reqwest::Url::parse(url).map_err(|error| WebhookSetupError::Url(error.to_string()))?;
         let key = decode_secret(secret.expose_secret())?;
         let signer = Webhook::from_bytes(key).map_err(|_| BadSecret)?;
         Ok(Self {
-            url: url.to_string(),
+            url,
             signer,
             client: client(timeout),
             clock,
@@ -90,6 +102,24 @@ impl WebhookChannel {
     }
 }
 
+/// The body of a delivery, written straight to JSON (no intermediate value tree).
+#[derive(Serialize)]
+struct Envelope<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    timestamp: &'a str,
+    data: EnvelopeData<'a>,
+}
+
+#[derive(Serialize)]
+struct EnvelopeData<'a> {
+    id: &'a str,
+    job_id: i64,
+    attempt: i64,
+    to: &'a str,
+    message: &'a Message,
+}
+
 #[async_trait::async_trait]
 impl Channel for WebhookChannel {
     fn kind(&self) -> &'static str {
@@ -106,18 +136,27 @@ impl Channel for WebhookChannel {
         let sent_at = jiff::Timestamp::from_second(timestamp)
             .map(|t| t.to_string())
             .unwrap_or_default();
-        let body = json!({
-            "type": "message.send",
-            "timestamp": sent_at,
-            "data": {
-                "id": ctx.idempotency_key,
-                "job_id": ctx.job_id,
-                "attempt": ctx.attempt,
-                "to": ctx.recipient,
-                "message": message,
+        let body = serde_json::to_string(&Envelope {
+            kind: "message.send",
+            timestamp: &sent_at,
+            data: EnvelopeData {
+                id: ctx.idempotency_key,
+                job_id: ctx.job_id,
+                attempt: ctx.attempt,
+                to: ctx.recipient,
+                message,
+            },
+        });
+        let body = match body {
+            Ok(body) => body,
+            Err(error) => {
+                return SendResult::new(
+                    Verdict::ContentBlocked,
+                    None,
+                    format!("cannot encode the message: {error}"),
+                );
             }
-        })
-        .to_string();
+        };
         let signature = match self
             .signer
             .sign(ctx.idempotency_key, timestamp, body.as_bytes())
@@ -133,7 +172,7 @@ impl Channel for WebhookChannel {
         };
         let response = self
             .client
-            .post(&self.url)
+            .post(self.url.clone())
             .header("content-type", "application/json")
             .header("webhook-id", ctx.idempotency_key)
             .header("webhook-timestamp", timestamp.to_string())
