@@ -202,6 +202,9 @@ async fn outbox_run(
     let hits_before = hits.load(Ordering::Relaxed);
     let cancel = CancellationToken::new();
     let started = Instant::now();
+    if std::env::var_os("QUNFA_BENCH_MARK").is_some() {
+        eprintln!("DRAINING");
+    }
     let run = tokio::spawn(dispatcher.run(cancel.clone(), Duration::from_secs(10)));
     // Watch the mock's counter while sending (a COUNT over the outbox every few
     // milliseconds would compete for the CPU being measured), then wait until every
@@ -244,7 +247,12 @@ async fn main() {
         ("postgres per-recipient", Mode::PerRecipient, true, 0.40),
         ("postgres batch 1000", Mode::Batching, true, 5.0),
     ];
+    // `QUNFA_BENCH_ONLY=sqlite per-recipient` (a label prefix) runs one case, for profiling.
+    let only = std::env::var("QUNFA_BENCH_ONLY").unwrap_or_default();
     for (label, mode, postgres, target) in runs {
+        if !label.starts_with(only.as_str()) {
+            continue;
+        }
         let db = if postgres {
             match TestDb::postgres().await.expect("postgres") {
                 Some(db) => db,

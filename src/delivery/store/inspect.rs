@@ -6,6 +6,7 @@ use sqlx::{Row, any::AnyRow};
 
 use super::{JobState, Outbox};
 use crate::clock::{UnixMillis, millis};
+use crate::db::Backend;
 
 /// Counts per state and how far behind the queue is.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -124,10 +125,16 @@ impl Outbox {
                 None => {}
             }
         }
-        let (oldest,): (Option<i64>,) = sqlx::query_as(
-            "SELECT MIN(run_at) FROM delivery_jobs \
-             WHERE state IN ('queued', 'retry_wait') AND run_at <= $1",
-        )
+        // The partial index of due jobs answers MIN(run_at) at once; SQLite's planner
+        // would otherwise read every queued row through the state index.
+        let hint = match self.db.backend() {
+            Backend::Sqlite => "INDEXED BY delivery_jobs_due",
+            Backend::Postgres => "",
+        };
+        let (oldest,): (Option<i64>,) = sqlx::query_as(&format!(
+            "SELECT MIN(run_at) FROM delivery_jobs {hint} \
+             WHERE state IN ('queued', 'retry_wait') AND run_at <= $1"
+        ))
         .bind(now)
         .fetch_one(self.db.reader())
         .await?;

@@ -150,17 +150,17 @@ impl Outbox {
         if self.db.backend() == Backend::Sqlite {
             return self.claim_on_sqlite(worker, now, lease, limit).await;
         }
-        let lock = "FOR UPDATE SKIP LOCKED";
-        let sql = format!(
-            "UPDATE delivery_jobs SET state = 'leased', lease_owner = $1, lease_until = $2, \
-             attempts = attempts + 1, updated_at = $3 \
-             WHERE id IN (SELECT id FROM delivery_jobs \
-                 WHERE state IN ('queued', 'retry_wait') AND run_at <= $3 \
-                 ORDER BY run_at, id LIMIT $4 {lock}) \
-             RETURNING id, idempotency_key, channel, recipient, payload, attempts, failures, \
-             expires_at, message_id, step, recipients"
-        );
-        let rows = sqlx::query(&sql)
+        // The due jobs as a CTE joined by id: the planner then updates them through the
+        // primary key, where `id IN (subquery)` may hash-join against the whole table.
+        let sql = "WITH due AS (SELECT id FROM delivery_jobs \
+             WHERE state IN ('queued', 'retry_wait') AND run_at <= $3 \
+             ORDER BY run_at, id LIMIT $4 FOR UPDATE SKIP LOCKED) \
+             UPDATE delivery_jobs SET state = 'leased', lease_owner = $1, lease_until = $2, \
+             attempts = delivery_jobs.attempts + 1, updated_at = $3 \
+             FROM due WHERE delivery_jobs.id = due.id \
+             RETURNING delivery_jobs.id, idempotency_key, channel, recipient, payload, attempts, \
+             failures, expires_at, message_id, step, recipients";
+        let rows = sqlx::query(sql)
             .bind(worker)
             .bind(now.saturating_add(millis(lease)))
             .bind(now)
@@ -193,6 +193,10 @@ impl Outbox {
     /// one transaction of the single writer connection. The driver hands each result row
     /// from its database thread to the caller separately (a thread wake-up each), so one
     /// row for the whole claim instead of one per job is most of what a claim costs.
+    ///
+    /// `INDEXED BY` because SQLite's planner, without statistics, prefers the `(state,
+    /// updated_at)` index for `state IN (...)`: it then reads every queued row and sorts
+    /// them to take the first few, so each claim cost as much as the whole backlog.
     async fn claim_on_sqlite(
         &self,
         worker: &str,
@@ -217,8 +221,9 @@ impl Outbox {
         let (due,): (String,) = sqlx::query_as(
             "SELECT json_group_array(json_array(id, idempotency_key, channel, recipient, payload, \
              attempts + 1, failures, expires_at, message_id, step, recipients)) \
-             FROM (SELECT * FROM delivery_jobs WHERE state IN ('queued', 'retry_wait') \
-             AND run_at <= $1 ORDER BY run_at, id LIMIT $2)",
+             FROM (SELECT * FROM delivery_jobs INDEXED BY delivery_jobs_due \
+             WHERE state IN ('queued', 'retry_wait') AND run_at <= $1 \
+             ORDER BY run_at, id LIMIT $2)",
         )
         .bind(now)
         .bind(limit)
@@ -312,13 +317,15 @@ impl Outbox {
     /// the queue, logging an `abandoned` attempt for each: the provider may or may not
     /// have received that call, and this row is how a duplicate is explained later.
     pub async fn reap_expired_leases(&self, now: UnixMillis) -> Result<u64, sqlx::Error> {
-        let lock = match self.db.backend() {
-            Backend::Postgres => "FOR UPDATE SKIP LOCKED",
-            Backend::Sqlite => "",
+        // SQLite's planner would walk every leased row by the state index (see
+        // `claim_on_sqlite`); the partial index holds exactly the leases, by expiry.
+        let (hint, lock) = match self.db.backend() {
+            Backend::Postgres => ("", "FOR UPDATE SKIP LOCKED"),
+            Backend::Sqlite => ("INDEXED BY delivery_jobs_leases", ""),
         };
         let mut tx = self.db.writer().begin().await?;
         let expired: Vec<(i64, i64, Option<String>, i64, i64)> = sqlx::query_as(&format!(
-            "SELECT id, attempts, lease_owner, updated_at, expires_at FROM delivery_jobs \
+            "SELECT id, attempts, lease_owner, updated_at, expires_at FROM delivery_jobs {hint} \
              WHERE state = 'leased' AND lease_until <= $1 ORDER BY lease_until LIMIT 1000 {lock}"
         ))
         .bind(now)

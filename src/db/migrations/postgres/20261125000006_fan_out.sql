@@ -5,3 +5,8 @@
 -- the call does not deliver get a job of their own (key `<fan-out key>/<address>`), made
 -- in the transaction that records the call, and retry or fail on their own from there.
 ALTER TABLE delivery_jobs ADD COLUMN recipients TEXT;
+
+-- Claims take the due jobs in (run_at, id) order; with the id in the index the planner
+-- walks it and stops at the claim's LIMIT, instead of sorting every due job per claim.
+DROP INDEX delivery_jobs_due;
+CREATE INDEX delivery_jobs_due ON delivery_jobs (run_at, id) WHERE state IN ('queued', 'retry_wait');
