@@ -18,7 +18,7 @@ use super::policy::{Next, decide};
 use super::quota::{Grant, Quotas};
 use super::store::{ClaimedJob, Completion, FanOutRemainder, Outbox, RecipientOutcome};
 use crate::channels::{ChannelStatus, Message, SendContext, SendResult, Verdict};
-use crate::clock::{SharedClock, millis};
+use crate::clock::{SharedClock, UnixMillis, millis};
 use crate::rules::{DeliverySettings, Limits};
 
 fn rfc3339(ms: i64) -> String {
@@ -366,18 +366,7 @@ impl<S: DeliverySetup> Dispatcher<S> {
             .zip(attempts)
             .map(|(job, (outcome, result))| {
                 counts.add(outcome);
-                let next = decide(
-                    &settings.retry,
-                    &result.verdict,
-                    job.failures,
-                    now,
-                    job.expires_at,
-                    &mut rng,
-                );
-                let mut detail = result.detail;
-                if next == Next::Dead {
-                    detail = format!("retries exhausted within the maximum age: {detail}");
-                }
+                let (next, detail) = next_step(&settings, &result, &job, now, &mut rng);
                 // Another channel may reach the person when this one cannot; refused
                 // content stops the message, since the route shares its content.
                 let move_on = matches!(
@@ -481,18 +470,7 @@ impl<S: DeliverySetup> Dispatcher<S> {
                 provider_ref = provider_ref.or(result.provider_ref);
                 continue;
             }
-            let next = decide(
-                &settings.retry,
-                &result.verdict,
-                job.failures,
-                now,
-                job.expires_at,
-                &mut rng,
-            );
-            let mut detail = result.detail;
-            if next == Next::Dead {
-                detail = format!("retries exhausted within the maximum age: {detail}");
-            }
+            let (next, detail) = next_step(&settings, &result, job, now, &mut rng);
             undelivered.push(RecipientOutcome {
                 recipient,
                 outcome,
@@ -860,6 +838,34 @@ impl Record {
         }
         (completions, remainders)
     }
+}
+
+/// What becomes of a job (or a fan-out's recipient) after this answer, and the detail to
+/// record, which says so when the answer ends the job at its maximum age.
+fn next_step(
+    settings: &DeliverySettings,
+    result: &SendResult,
+    job: &ClaimedJob,
+    now: UnixMillis,
+    rng: &mut impl rand::Rng,
+) -> (Next, String) {
+    let next = decide(
+        &settings.retry,
+        &result.verdict,
+        job.failures,
+        now,
+        job.expires_at,
+        rng,
+    );
+    let detail = if next == Next::Dead {
+        format!(
+            "retries exhausted within the maximum age: {}",
+            result.detail
+        )
+    } else {
+        result.detail.clone()
+    };
+    (next, detail)
 }
 
 /// A job as the channel sees it.

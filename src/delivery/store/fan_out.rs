@@ -13,7 +13,7 @@
 use sqlx::AnyConnection;
 
 use super::Outbox;
-use super::queue::Enqueued;
+use super::queue::{Enqueued, QueuedRow};
 use crate::clock::{UnixMillis, millis};
 use crate::delivery::policy::Next;
 
@@ -75,29 +75,16 @@ impl Outbox {
         }
         let recipients = serde_json::to_string(job.recipients)
             .map_err(|error| refused(&format!("recipients: {error}")))?;
-        let inserted: Option<(i64,)> = sqlx::query_as(
-            "INSERT INTO delivery_jobs (idempotency_key, channel, recipient, recipients, payload, \
-             state, run_at, created_at, updated_at, expires_at) \
-             VALUES ($1, $2, '', $3, $4, 'queued', $5, $5, $5, $6) \
-             ON CONFLICT (idempotency_key) DO NOTHING RETURNING id",
-        )
-        .bind(job.idempotency_key)
-        .bind(job.channel)
-        .bind(&recipients)
-        .bind(job.payload)
-        .bind(now)
-        .bind(now.saturating_add(millis(max_age)))
-        .fetch_optional(&mut *conn)
-        .await?;
-        if let Some((id,)) = inserted {
-            return Ok(Enqueued { id, created: true });
-        }
-        let (id,): (i64,) =
-            sqlx::query_as("SELECT id FROM delivery_jobs WHERE idempotency_key = $1")
-                .bind(job.idempotency_key)
-                .fetch_one(&mut *conn)
-                .await?;
-        Ok(Enqueued { id, created: false })
+        let row = QueuedRow {
+            idempotency_key: job.idempotency_key,
+            channel: job.channel,
+            recipient: "",
+            recipients: Some(&recipients),
+            payload: job.payload,
+            expires_at: now.saturating_add(millis(max_age)),
+            route: None,
+        };
+        Self::insert_queued(conn, &row, now).await
     }
 
     /// Queues `recipients` for `payload` through `channel` in one transaction, as fan-out

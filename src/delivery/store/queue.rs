@@ -96,18 +96,39 @@ impl Outbox {
         now: UnixMillis,
         max_age: std::time::Duration,
     ) -> Result<Enqueued, sqlx::Error> {
+        let row = QueuedRow {
+            idempotency_key: job.idempotency_key,
+            channel: job.channel,
+            recipient: job.recipient,
+            recipients: None,
+            payload: job.payload,
+            expires_at: now.saturating_add(millis(max_age)),
+            route: None,
+        };
+        Self::insert_queued(conn, &row, now).await
+    }
+
+    /// Inserts a queued job unless its key exists; either way answers the key's job.
+    pub(super) async fn insert_queued(
+        conn: &mut AnyConnection,
+        row: &QueuedRow<'_>,
+        now: UnixMillis,
+    ) -> Result<Enqueued, sqlx::Error> {
         let inserted: Option<(i64,)> = sqlx::query_as(
-            "INSERT INTO delivery_jobs (idempotency_key, channel, recipient, payload, state, \
-             run_at, created_at, updated_at, expires_at) \
-             VALUES ($1, $2, $3, $4, 'queued', $5, $5, $5, $6) \
+            "INSERT INTO delivery_jobs (idempotency_key, channel, recipient, recipients, payload, \
+             state, run_at, created_at, updated_at, expires_at, message_id, step) \
+             VALUES ($1, $2, $3, $4, $5, 'queued', $6, $6, $6, $7, $8, $9) \
              ON CONFLICT (idempotency_key) DO NOTHING RETURNING id",
         )
-        .bind(job.idempotency_key)
-        .bind(job.channel)
-        .bind(job.recipient)
-        .bind(job.payload)
+        .bind(row.idempotency_key)
+        .bind(row.channel)
+        .bind(row.recipient)
+        .bind(row.recipients)
+        .bind(row.payload)
         .bind(now)
-        .bind(now.saturating_add(millis(max_age)))
+        .bind(row.expires_at)
+        .bind(row.route.map(|(message_id, _)| message_id))
+        .bind(row.route.map(|(_, step)| step))
         .fetch_optional(&mut *conn)
         .await?;
         if let Some((id,)) = inserted {
@@ -115,7 +136,7 @@ impl Outbox {
         }
         let (id,): (i64,) =
             sqlx::query_as("SELECT id FROM delivery_jobs WHERE idempotency_key = $1")
-                .bind(job.idempotency_key)
+                .bind(row.idempotency_key)
                 .fetch_one(&mut *conn)
                 .await?;
         Ok(Enqueued { id, created: false })
@@ -566,33 +587,16 @@ impl Outbox {
         expires_at: UnixMillis,
     ) -> Result<i64, sqlx::Error> {
         let key = format!("{}/{}", job.message_id, job.step);
-        let inserted: Option<(i64,)> = sqlx::query_as(
-            "INSERT INTO delivery_jobs (idempotency_key, channel, recipient, payload, state, \
-             run_at, created_at, updated_at, expires_at, message_id, step) \
-             VALUES ($1, $2, $3, $4, 'queued', $5, $5, $5, $6, $7, $8) \
-             ON CONFLICT (idempotency_key) DO NOTHING RETURNING id",
-        )
-        .bind(&key)
-        .bind(job.channel)
-        .bind(job.recipient)
-        .bind(job.payload)
-        .bind(now)
-        .bind(expires_at)
-        .bind(job.message_id)
-        .bind(job.step)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let id = match inserted {
-            Some((id,)) => id,
-            None => {
-                let (id,): (i64,) =
-                    sqlx::query_as("SELECT id FROM delivery_jobs WHERE idempotency_key = $1")
-                        .bind(&key)
-                        .fetch_one(&mut *tx)
-                        .await?;
-                id
-            }
+        let row = QueuedRow {
+            idempotency_key: &key,
+            channel: job.channel,
+            recipient: job.recipient,
+            recipients: None,
+            payload: job.payload,
+            expires_at,
+            route: Some((job.message_id, job.step)),
         };
+        let id = Self::insert_queued(tx, &row, now).await?.id;
         sqlx::query("UPDATE message_steps SET job_id = $1 WHERE message_id = $2 AND step = $3")
             .bind(id)
             .bind(job.message_id)
@@ -601,6 +605,19 @@ impl Outbox {
             .await?;
         Ok(id)
     }
+}
+
+/// A job row to queue.
+pub(super) struct QueuedRow<'a> {
+    pub idempotency_key: &'a str,
+    pub channel: &'a str,
+    pub recipient: &'a str,
+    /// A fan-out job's recipients, a JSON array.
+    pub recipients: Option<&'a str>,
+    pub payload: &'a str,
+    pub expires_at: UnixMillis,
+    /// The routed message and step the job delivers.
+    pub route: Option<(&'a str, i64)>,
 }
 
 /// One route step's job, ready to queue.
