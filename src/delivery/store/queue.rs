@@ -81,6 +81,12 @@ fn route_of(message_id: Option<String>, step: Option<i64>) -> Option<RouteStep> 
     })
 }
 
+/// The due jobs of a claim on SQLite as one JSON array (see `Outbox::claim_on_sqlite`).
+const SQLITE_DUE_JOBS: &str = "SELECT json_group_array(json_array(id, idempotency_key, \
+     channel, recipient, payload, attempts + 1, failures, expires_at, message_id, step, \
+     recipients)) FROM (SELECT * FROM delivery_jobs INDEXED BY delivery_jobs_due \
+     WHERE state IN ('queued', 'retry_wait') AND run_at <= $1 ORDER BY run_at, id LIMIT $2)";
+
 /// Attempt rows per multi-row INSERT: 9 parameters each, well inside SQLite's and
 /// PostgreSQL's parameter limits.
 const ATTEMPT_ROWS_PER_STATEMENT: usize = 256;
@@ -239,17 +245,11 @@ impl Outbox {
             Option<String>,
         );
         let mut tx = self.db.writer().begin().await?;
-        let (due,): (String,) = sqlx::query_as(
-            "SELECT json_group_array(json_array(id, idempotency_key, channel, recipient, payload, \
-             attempts + 1, failures, expires_at, message_id, step, recipients)) \
-             FROM (SELECT * FROM delivery_jobs INDEXED BY delivery_jobs_due \
-             WHERE state IN ('queued', 'retry_wait') AND run_at <= $1 \
-             ORDER BY run_at, id LIMIT $2)",
-        )
-        .bind(now)
-        .bind(limit)
-        .fetch_one(&mut *tx)
-        .await?;
+        let (due,): (String,) = sqlx::query_as(SQLITE_DUE_JOBS)
+            .bind(now)
+            .bind(limit)
+            .fetch_one(&mut *tx)
+            .await?;
         let due: Vec<Due> = serde_json::from_str(&due)
             .map_err(|error| sqlx::Error::Decode(format!("claimed jobs: {error}").into()))?;
         if due.is_empty() {
@@ -628,4 +628,34 @@ pub(super) struct StepJob<'a> {
     pub channel: &'a str,
     pub recipient: &'a str,
     pub payload: &'a str,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::testing::TestDb;
+
+    /// A claim must read as many index entries as it leases, not the whole backlog.
+    #[tokio::test]
+    async fn a_claim_on_sqlite_walks_the_due_index_without_sorting() {
+        let db = TestDb::sqlite().await.unwrap();
+        let plan: Vec<(i64, i64, i64, String)> =
+            sqlx::query_as(&format!("EXPLAIN QUERY PLAN {SQLITE_DUE_JOBS}"))
+                .bind(0_i64)
+                .bind(10_i64)
+                .fetch_all(db.db.reader())
+                .await
+                .unwrap();
+        let steps: Vec<&str> = plan.iter().map(|row| row.3.as_str()).collect();
+        assert!(
+            steps
+                .iter()
+                .any(|step| step.contains("USING INDEX delivery_jobs_due")),
+            "{steps:?}"
+        );
+        assert!(
+            !steps.iter().any(|step| step.contains("TEMP B-TREE")),
+            "{steps:?}"
+        );
+    }
 }
