@@ -10,3 +10,14 @@ ALTER TABLE delivery_jobs ADD COLUMN recipients TEXT;
 -- walks it and stops at the claim's LIMIT, instead of sorting every due job per claim.
 DROP INDEX delivery_jobs_due;
 CREATE INDEX delivery_jobs_due ON delivery_jobs (run_at, id) WHERE state IN ('queued', 'retry_wait');
+
+-- Every state change of every job had to update this index, and nothing needs it: claims
+-- and reaps walk the partial indexes above, the per-state counts read the whole table
+-- either way, and listings go by id.
+DROP INDEX delivery_jobs_state;
+
+-- Receipts look attempts up by a provider's reference; most attempts (failures, providers
+-- without one) have none, and need no entry.
+DROP INDEX delivery_attempts_provider_ref;
+CREATE INDEX delivery_attempts_provider_ref ON delivery_attempts (provider_ref)
+    WHERE provider_ref IS NOT NULL;
