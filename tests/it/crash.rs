@@ -1,6 +1,8 @@
 //! The outbox survives `kill -9`: 10,000 webhook jobs, the service killed mid-flight and
 //! restarted, every job delivered, and every duplicate explained by an `abandoned`
-//! attempt (a request that was in flight at the kill).
+//! attempt (a request that was in flight at the kill). The same for a campaign's fan-out:
+//! 3,000 recipients in jobs of 100, every recipient reached, and every recipient reached
+//! twice belongs to a fan-out job whose lease the kill abandoned.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -132,6 +134,139 @@ async fn sigkill_mid_flight_loses_nothing_on_postgres() {
         return;
     };
     crash_and_recover(test_db).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_mid_fan_out_loses_no_recipient_on_sqlite() {
+    fan_out_crash_and_recover(TestDb::sqlite().await.expect("SQLite test database")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_mid_fan_out_loses_no_recipient_on_postgres() {
+    let Some(test_db) = TestDb::postgres().await.expect("PostgreSQL test database") else {
+        eprintln!("QUNFA_TEST_POSTGRES_URL is not set: PostgreSQL half not run");
+        return;
+    };
+    fan_out_crash_and_recover(test_db).await;
+}
+
+const FAN_OUT_RECIPIENTS: usize = 3_000;
+const FAN_OUT_JOB: usize = 100;
+
+/// Fans out to the recipients, SIGKILLs a serve mid-run, restarts it and checks that every
+/// recipient was reached and that each one reached twice was in an abandoned fan-out job.
+/// The webhook channel sends one recipient per call, each with its own `webhook-id`
+/// (`<fan-out key>/<address>`), which is how the receiver tells recipients apart. A job of
+/// 100 calls is the worst case: a kill makes its whole list go again, which is why
+/// campaigns size fan-out jobs to the channel's batch size (one call per job).
+async fn fan_out_crash_and_recover(test_db: TestDb) {
+    let dir = tempfile::tempdir().unwrap();
+    let (hook_url, received) = start_receiver().await;
+    let rules = dir.path().join("bot-rules");
+    write_rules(&rules, &hook_url);
+    let database = match test_db.db.url() {
+        DatabaseUrl::Sqlite(path) => path.display().to_string(),
+        DatabaseUrl::Postgres(url) => url.clone(),
+    };
+    let db = test_db.db.clone();
+    let outbox = Outbox::new(db.clone());
+    let addresses: Vec<String> = (0..FAN_OUT_RECIPIENTS)
+        .map(|i| format!("u{i:04}"))
+        .collect();
+    let recipients: Vec<&str> = addresses.iter().map(String::as_str).collect();
+    let now = qunfa::clock::Clock::now_ms(&qunfa::clock::SystemClock);
+    let created = outbox
+        .fan_out(
+            "campaign-7",
+            "hooks",
+            r#"{"text":"双十一快乐"}"#,
+            &recipients,
+            FAN_OUT_JOB,
+            now,
+            Duration::from_secs(3600),
+        )
+        .await
+        .unwrap();
+    let jobs = FAN_OUT_RECIPIENTS / FAN_OUT_JOB;
+    assert_eq!(created, jobs);
+
+    let mut first = serve(&rules, &database, dir.path());
+    let count = |received: &Arc<Mutex<Received>>| received.lock().unwrap().by_id.len();
+    wait_until(
+        "a third of the recipients were reached",
+        Duration::from_secs(120),
+        || count(&received) >= FAN_OUT_RECIPIENTS / 3,
+    )
+    .await;
+    first.kill().expect("SIGKILL qunfa serve");
+    first.wait().unwrap();
+    let at_kill = count(&received);
+    assert!(at_kill < FAN_OUT_RECIPIENTS, "the kill must land mid-run");
+
+    let mut second = serve(&rules, &database, dir.path());
+    wait_until(
+        "every recipient was reached",
+        Duration::from_secs(180),
+        || count(&received) == FAN_OUT_RECIPIENTS,
+    )
+    .await;
+    let summary = loop {
+        let summary = outbox.summary(0).await.unwrap();
+        if summary.sent as usize == jobs {
+            break summary;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let status = Command::new("kill")
+        .args(["-TERM", &second.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(second.wait().unwrap().success(), "SIGTERM exits 0");
+    assert_eq!(
+        (
+            summary.queued,
+            summary.retry_wait,
+            summary.dead,
+            summary.failed
+        ),
+        (0, 0, 0, 0),
+        "no recipient was split off: every call delivered"
+    );
+
+    let (forged, duplicates): (usize, Vec<String>) = {
+        let received = received.lock().unwrap();
+        let duplicates = received
+            .by_id
+            .iter()
+            .filter(|(_, n)| **n > 1)
+            .map(|(k, _)| k.clone())
+            .collect();
+        (received.forged, duplicates)
+    };
+    assert_eq!(forged, 0);
+    let abandoned: Vec<(String,)> = sqlx::query_as(
+        "SELECT j.idempotency_key FROM delivery_attempts a JOIN delivery_jobs j ON j.id = a.job_id \
+         WHERE a.outcome = 'abandoned'",
+    )
+    .fetch_all(db.reader())
+    .await
+    .unwrap();
+    let abandoned: std::collections::HashSet<String> =
+        abandoned.into_iter().map(|(k,)| k).collect();
+    for key in &duplicates {
+        let fan_out = key.split('/').next().unwrap_or_default();
+        assert!(
+            abandoned.contains(fan_out),
+            "recipient {key} was reached twice without an abandoned fan-out job"
+        );
+    }
+    eprintln!(
+        "fan-out crash test: {FAN_OUT_RECIPIENTS} recipients in {jobs} jobs, {at_kill} reached before SIGKILL, {} reached twice, {} fan-out jobs abandoned",
+        duplicates.len(),
+        abandoned.len()
+    );
+    test_db.cleanup().await.expect("remove the test database");
 }
 
 /// Enqueues the jobs, SIGKILLs a serve mid-run, restarts it and checks the outcome.

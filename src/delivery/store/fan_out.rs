@@ -88,8 +88,10 @@ impl Outbox {
     }
 
     /// Queues `recipients` for `payload` through `channel` in one transaction, as fan-out
-    /// jobs of at most `per_job` recipients (the channel's batch size), keyed
-    /// `<key_prefix>#<n>`. Answers how many jobs were created.
+    /// jobs of at most `per_job` recipients, keyed `<key_prefix>#<n>`. Answers how many
+    /// jobs were created. `per_job` should be the channel's batch size: a job is then one
+    /// provider call, and a crash mid-call repeats that call only; a larger job is sent in
+    /// several calls and a crash repeats all of them.
     #[allow(clippy::too_many_arguments)]
     pub async fn fan_out(
         &self,
