@@ -87,9 +87,87 @@ const SQLITE_DUE_JOBS: &str = "SELECT json_group_array(json_array(id, idempotenc
      recipients)) FROM (SELECT * FROM delivery_jobs INDEXED BY delivery_jobs_due \
      WHERE state IN ('queued', 'retry_wait') AND run_at <= $1 ORDER BY run_at, id LIMIT $2)";
 
-/// Attempt rows per multi-row INSERT: 9 parameters each, well inside SQLite's and
-/// PostgreSQL's parameter limits.
-const ATTEMPT_ROWS_PER_STATEMENT: usize = 256;
+/// One attempt row as the JSON the recording statements read.
+#[derive(serde::Serialize)]
+struct AttemptJson<'a> {
+    job_id: i64,
+    attempt: i64,
+    worker: &'a str,
+    started_at: UnixMillis,
+    duration_ms: i64,
+    outcome: &'a str,
+    status: Option<i64>,
+    detail: std::borrow::Cow<'a, str>,
+    provider_ref: Option<&'a str>,
+}
+
+impl<'a> From<&'a Completion> for AttemptJson<'a> {
+    fn from(done: &'a Completion) -> Self {
+        Self {
+            job_id: done.job_id,
+            attempt: done.attempt,
+            worker: &done.worker,
+            started_at: done.started_at,
+            duration_ms: done.duration_ms,
+            outcome: done.outcome,
+            status: done.status,
+            // PostgreSQL text cannot hold NUL, which a provider's binary answer may.
+            detail: if done.detail.contains('\0') {
+                done.detail.replace('\0', "\u{fffd}").into()
+            } else {
+                done.detail.as_str().into()
+            },
+            provider_ref: done.provider_ref.as_deref(),
+        }
+    }
+}
+
+fn to_json<T: serde::Serialize + ?Sized>(value: &T) -> Result<String, sqlx::Error> {
+    serde_json::to_string(value).map_err(|error| sqlx::Error::Encode(error.into()))
+}
+
+// A batch of outcomes is recorded by statements whose text does not depend on the batch
+// size: the rows travel as one JSON parameter. A multi-row VALUES list would be a new
+// statement for every batch size, parsed and planned again each time (and evicting the
+// driver's statement cache), which cost more than the rows themselves.
+
+fn insert_attempts_sql(backend: Backend) -> &'static str {
+    match backend {
+        Backend::Postgres => {
+            "INSERT INTO delivery_attempts (job_id, attempt, worker, started_at, duration_ms, \
+             outcome, status, detail, provider_ref) \
+             SELECT job_id, attempt, worker, started_at, duration_ms, outcome, status, detail, \
+             provider_ref FROM json_to_recordset($1::json) AS x(job_id BIGINT, attempt BIGINT, \
+             worker TEXT, started_at BIGINT, duration_ms BIGINT, outcome TEXT, status BIGINT, \
+             detail TEXT, provider_ref TEXT)"
+        }
+        Backend::Sqlite => {
+            "INSERT INTO delivery_attempts (job_id, attempt, worker, started_at, duration_ms, \
+             outcome, status, detail, provider_ref) \
+             SELECT json_extract(value, '$.job_id'), json_extract(value, '$.attempt'), \
+             json_extract(value, '$.worker'), json_extract(value, '$.started_at'), \
+             json_extract(value, '$.duration_ms'), json_extract(value, '$.outcome'), \
+             json_extract(value, '$.status'), json_extract(value, '$.detail'), \
+             json_extract(value, '$.provider_ref') FROM json_each($1)"
+        }
+    }
+}
+
+fn mark_sent_sql(backend: Backend) -> &'static str {
+    match backend {
+        Backend::Postgres => {
+            "UPDATE delivery_jobs SET state = 'sent', lease_owner = NULL, lease_until = NULL, \
+             last_error = NULL, updated_at = $1 \
+             WHERE id IN (SELECT value::BIGINT FROM json_array_elements_text($2::json)) \
+             AND state <> 'sent'"
+        }
+        Backend::Sqlite => {
+            "UPDATE delivery_jobs SET state = 'sent', lease_owner = NULL, lease_until = NULL, \
+             last_error = NULL, updated_at = $1 \
+             WHERE id IN (SELECT value FROM json_each($2)) AND state <> 'sent'"
+        }
+    }
+}
 /// Job ids per `IN (...)` list.
 const IDS_PER_STATEMENT: usize = 1000;
 
@@ -407,57 +485,26 @@ impl Outbox {
         fan_outs: &[FanOutRemainder],
         now: UnixMillis,
     ) -> Result<(), sqlx::Error> {
+        let backend = self.db.backend();
         let mut tx = self.db.writer().begin().await?;
-        for chunk in batch.chunks(ATTEMPT_ROWS_PER_STATEMENT) {
-            let rows = (0..chunk.len())
-                .map(|i| {
-                    let p = i * 9;
-                    let params: Vec<String> = (1..=9).map(|k| format!("${}", p + k)).collect();
-                    format!("({})", params.join(", "))
-                })
-                .collect::<Vec<_>>()
-                .join(", ");
-            let sql = format!(
-                "INSERT INTO delivery_attempts \
-                 (job_id, attempt, worker, started_at, duration_ms, outcome, status, detail, \
-                 provider_ref) VALUES {rows}"
-            );
-            let sql = self.db.backend().positional(&sql);
-            let mut insert = sqlx::query(&sql);
-            for done in chunk {
-                insert = insert
-                    .bind(done.job_id)
-                    .bind(done.attempt)
-                    .bind(&done.worker)
-                    .bind(done.started_at)
-                    .bind(done.duration_ms)
-                    .bind(done.outcome)
-                    .bind(done.status)
-                    .bind(&done.detail)
-                    .bind(done.provider_ref.as_deref());
-            }
-            insert.execute(&mut *tx).await?;
+        if !batch.is_empty() {
+            let rows: Vec<AttemptJson<'_>> = batch.iter().map(AttemptJson::from).collect();
+            sqlx::query(insert_attempts_sql(backend))
+                .bind(to_json(&rows)?)
+                .execute(&mut *tx)
+                .await?;
         }
         let delivered: Vec<i64> = batch
             .iter()
             .filter(|done| done.next == Next::Sent)
             .map(|done| done.job_id)
             .collect();
-        for ids in delivered.chunks(IDS_PER_STATEMENT) {
-            let list = (0..ids.len())
-                .map(|i| format!("${}", i + 2))
-                .collect::<Vec<_>>()
-                .join(", ");
-            let sql = format!(
-                "UPDATE delivery_jobs SET state = 'sent', lease_owner = NULL, lease_until = NULL, \
-                 last_error = NULL, updated_at = $1 WHERE id IN ({list}) AND state <> 'sent'"
-            );
-            let sql = self.db.backend().positional(&sql);
-            let mut update = sqlx::query(&sql).bind(now);
-            for id in ids {
-                update = update.bind(*id);
-            }
-            update.execute(&mut *tx).await?;
+        if !delivered.is_empty() {
+            sqlx::query(mark_sent_sql(backend))
+                .bind(now)
+                .bind(to_json(&delivered)?)
+                .execute(&mut *tx)
+                .await?;
         }
         for done in batch.iter().filter(|done| done.next != Next::Sent) {
             if done.move_on
