@@ -17,7 +17,7 @@ mod governance_tests;
 
 pub use policy::Next;
 pub use store::{
-    Accepted, AttemptRow, ClaimedJob, Completion, Enqueued, JobRow, JobState, MessageView, NewJob,
-    NewMessage, NewStep, Outbox, OutboxSummary, Requeue, RouteStep,
+    Accepted, AttemptRow, ClaimedJob, Completion, DuePosition, Enqueued, JobRow, JobState,
+    MessageView, NewJob, NewMessage, NewStep, Outbox, OutboxSummary, Requeue, RouteStep,
 };
 pub use worker::{DeliverySetup, Dispatcher, report_gauges};

@@ -16,7 +16,9 @@ use tokio_util::sync::CancellationToken;
 use super::breaker::{Admission, BreakerSettings, Breakers, Transition};
 use super::policy::{Next, decide};
 use super::quota::{Grant, Quotas};
-use super::store::{ClaimedJob, Completion, FanOutRemainder, Outbox, RecipientOutcome};
+use super::store::{
+    ClaimedJob, Completion, DuePosition, FanOutRemainder, Outbox, RecipientOutcome,
+};
 use crate::channels::{ChannelStatus, Message, SendContext, SendResult, Verdict};
 use crate::clock::{SharedClock, UnixMillis, millis};
 use crate::rules::{DeliverySettings, Limits};
@@ -62,8 +64,13 @@ const RECORD_BATCH: usize = 512;
 /// How many jobs per concurrency slot one claim may lease ahead of the sends.
 const CLAIM_AHEAD: usize = 8;
 
-/// A claim running beside the sends: how many jobs it asked for, and what it got.
-type ClaimTask = tokio::task::JoinHandle<(usize, Result<Vec<ClaimedJob>, sqlx::Error>)>;
+/// A claim running beside the sends: how many jobs it asked for, where it started, and
+/// what it got.
+type ClaimTask =
+    tokio::task::JoinHandle<(usize, DuePosition, Result<Vec<ClaimedJob>, sqlx::Error>)>;
+/// How often a claim starts from the beginning of the due order at least, for jobs that
+/// became due behind where the claims were (see `Outbox::claim_after`).
+const FULL_CLAIM_EVERY: Duration = Duration::from_secs(1);
 /// How often expired leases are looked for at most.
 const REAP_EVERY: Duration = Duration::from_secs(1);
 /// Most jobs one claim leases, however large the batches.
@@ -194,6 +201,10 @@ impl<S: DeliverySetup> Dispatcher<S> {
         // from `waiting` while the database commits the next lease (one fsync) instead of
         // idling until it returns. Its result is the number asked for and the jobs.
         let mut claiming: Option<ClaimTask> = None;
+        // Where the next claim starts (see `Outbox::claim_after`), and when a claim last
+        // started from the beginning of the due order.
+        let mut claim_from = DuePosition::START;
+        let mut last_full_claim = Instant::now();
         while !cancel.is_cancelled() {
             while in_flight.try_join_next().is_some() {}
             let settings = this.setup.settings();
@@ -208,15 +219,22 @@ impl<S: DeliverySetup> Dispatcher<S> {
                 .min(MAX_CLAIM);
             if claiming.is_none() && waiting.len() < claim_target / 2 && !queue_drained {
                 let want = claim_target - waiting.len();
+                if last_full_claim.elapsed() >= FULL_CLAIM_EVERY {
+                    claim_from = DuePosition::START;
+                }
+                if claim_from == DuePosition::START {
+                    last_full_claim = Instant::now();
+                }
+                let from = claim_from;
                 let this = this.clone();
                 let lease = settings.lease;
                 claiming = Some(tokio::spawn(async move {
                     let limit = i64::try_from(want).unwrap_or(i64::MAX);
                     let claimed = this
                         .outbox
-                        .claim(&this.worker_id, this.clock.now_ms(), lease, limit)
+                        .claim_after(&this.worker_id, this.clock.now_ms(), lease, limit, from)
                         .await;
-                    (want, claimed)
+                    (want, from, claimed)
                 }));
             }
             while in_flight.len() < settings.concurrency {
@@ -246,14 +264,24 @@ impl<S: DeliverySetup> Dispatcher<S> {
                     claiming = None;
                     queue_drained = true;
                     match claimed {
-                        Ok((want, Ok(jobs))) => {
+                        Ok((want, from, Ok(jobs))) => {
                             if let Some(since) = failing_since.take() {
                                 tracing::info!(after = ?since.elapsed(), "claiming jobs works again");
                             }
-                            queue_drained = jobs.len() < want;
+                            // Short of jobs after a place: look from the start before
+                            // calling the queue drained.
+                            queue_drained = jobs.len() < want && from == DuePosition::START;
+                            claim_from = if jobs.len() < want {
+                                DuePosition::START
+                            } else {
+                                jobs.iter()
+                                    .map(ClaimedJob::due_position)
+                                    .max()
+                                    .unwrap_or(DuePosition::START)
+                            };
                             waiting.extend(jobs);
                         }
-                        Ok((_, Err(error))) => {
+                        Ok((_, _, Err(error))) => {
                             if failing_since.is_none() {
                                 failing_since = Some(Instant::now());
                                 tracing::error!(%error, "cannot claim outbox jobs; retrying every poll interval");
@@ -272,7 +300,7 @@ impl<S: DeliverySetup> Dispatcher<S> {
         // A claim still running leases jobs this process will not send: wait for it so they
         // are handed back below rather than stuck until their lease runs out.
         if let Some(task) = claiming.take()
-            && let Ok((_, Ok(jobs))) = task.await
+            && let Ok((_, _, Ok(jobs))) = task.await
         {
             waiting.extend(jobs);
         }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use qunfa::db::Db;
 use qunfa::db::testing::TestDb;
-use qunfa::delivery::{Completion, JobState, NewJob, Next, Outbox, Requeue};
+use qunfa::delivery::{Completion, DuePosition, JobState, NewJob, Next, Outbox, Requeue};
 
 /// Runs one async test body on both backends.
 macro_rules! on_both_backends {
@@ -139,6 +139,33 @@ on_both_backends!(
         assert!(first.iter().all(|j| j.attempt == 1));
         let summary = outbox.summary(2_000).await.unwrap();
         assert_eq!((summary.leased, summary.queued), (5, 1));
+    }
+);
+
+on_both_backends!(
+    a_claim_after_a_place_skips_what_is_due_before_it,
+    |db: Db| async move {
+        let outbox = Outbox::new(db.clone());
+        let early = enqueue_n(&outbox, 3, 1_000).await;
+        let first = outbox.claim("w1", 2_000, LEASE, 2).await.unwrap();
+        let place = first.iter().map(|j| j.due_position()).max().unwrap();
+        assert_eq!(place.id, early[1]);
+        // Handed back: due again, but behind the place the claims have reached.
+        outbox.release("w1", &[early[0]], 2_000).await.unwrap();
+        let after = outbox
+            .claim_after("w1", 2_000, LEASE, 10, place)
+            .await
+            .unwrap();
+        assert_eq!(after.iter().map(|j| j.id).collect::<Vec<_>>(), [early[2]]);
+        assert_eq!(after[0].run_at, 1_000);
+        let from_start = outbox
+            .claim_after("w1", 2_000, LEASE, 10, DuePosition::START)
+            .await
+            .unwrap();
+        assert_eq!(
+            from_start.iter().map(|j| j.id).collect::<Vec<_>>(),
+            [early[0]]
+        );
     }
 );
 

@@ -19,7 +19,7 @@ pub use messages::{
     Accepted, MessageAttempt, MessageState, MessageStep, MessageView, NewMessage, NewStep,
     StepState,
 };
-pub use queue::{ClaimedJob, Completion, Enqueued, NewJob, RouteStep};
+pub use queue::{ClaimedJob, Completion, DuePosition, Enqueued, NewJob, RouteStep};
 pub use receipts::ReceiptsRecorded;
 
 /// Where a job stands.
