@@ -13,6 +13,12 @@
 //!
 //! Run with: `cargo bench --bench outbox`
 
+/// The allocator `qunfa serve` runs with (see Cargo.toml), so the dispatcher is measured as
+/// it runs in the service; the bare loop shares it.
+#[cfg(unix)]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
