@@ -50,23 +50,49 @@ impl std::fmt::Display for Role {
 
 /// A secret named by the environment variable that holds it; the rules never hold the
 /// value itself.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct SecretRef {
     pub env: String,
+    /// The variable as first read. The environment of a running process does not change
+    /// (this crate never sets variables), and a callback handler resolves its account's
+    /// secret on every request: reading it once spares each request a scan of the
+    /// environment under its lock. Shared by the clones of one rules version.
+    resolved: std::sync::Arc<std::sync::OnceLock<Result<SecretString, String>>>,
 }
+
+impl std::fmt::Debug for SecretRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecretRef").field("env", &self.env).finish()
+    }
+}
+
+impl PartialEq for SecretRef {
+    fn eq(&self, other: &Self) -> bool {
+        self.env == other.env
+    }
+}
+
+impl Eq for SecretRef {}
 
 impl SecretRef {
     pub fn new(env: impl Into<String>) -> Self {
-        Self { env: env.into() }
+        Self {
+            env: env.into(),
+            resolved: Default::default(),
+        }
     }
 
-    /// Reads the variable now. The error names the variable, for the log, `/readyz` and
+    /// The variable's value. The error names the variable, for the log, `/readyz` and
     /// `check-rules`, and never contains a value.
     pub fn resolve(&self) -> Result<SecretString, String> {
         #[cfg(test)]
         if let Some(value) = test_secrets::get(&self.env) {
             return Ok(SecretString::from(value));
         }
+        self.resolved.get_or_init(|| self.read()).clone()
+    }
+
+    fn read(&self) -> Result<SecretString, String> {
         match std::env::var(&self.env) {
             Ok(value) if !value.trim().is_empty() => Ok(SecretString::from(value)),
             Ok(_) => Err(format!("environment variable `{}` is empty", self.env)),
