@@ -3,7 +3,8 @@
 
 use sqlx::AnyConnection;
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, RwLock};
 
 use super::commands::{self, Builtin, Failure, Invocation, Reach};
 use super::listener;
@@ -279,14 +280,38 @@ fn settle(result: Result<Vec<Reply>, Failure>) -> (Outcome, Vec<Reply>) {
 }
 
 fn count(command: &str, outcome: Outcome) {
+    type ByCommand = HashMap<String, metrics::Counter>;
+    /// The counters already registered, so a command is counted without building its
+    /// labels and looking them up in the registry each time. Bounded like the series: the
+    /// rules' commands times the outcomes. The handles belong to the recorder installed
+    /// when they were made: `serve` installs it before it answers anything.
+    static COUNTERS: LazyLock<RwLock<HashMap<Outcome, ByCommand>>> =
+        LazyLock::new(Default::default);
     // Unknown words are free text: one label value for all of them keeps the series bounded.
     let label = if outcome == Outcome::Unknown {
-        "unknown".to_string()
+        "unknown"
     } else {
-        command.to_string()
+        command
     };
-    metrics::counter!("qunfa_commands_total", "command" => label, "outcome" => outcome.as_str())
-        .increment(1);
+    if let Ok(counters) = COUNTERS.read()
+        && let Some(counter) = counters.get(&outcome).and_then(|by| by.get(label))
+    {
+        counter.increment(1);
+        return;
+    }
+    let counter = metrics::counter!(
+        "qunfa_commands_total",
+        "command" => label.to_string(),
+        "outcome" => outcome.as_str()
+    );
+    counter.increment(1);
+    // A poisoned lock only loses the caching.
+    if let Ok(mut counters) = COUNTERS.write() {
+        counters
+            .entry(outcome)
+            .or_default()
+            .insert(label.to_string(), counter);
+    }
 }
 
 /// The command name or alias closest to a mistyped word, when it is close enough.

@@ -116,7 +116,7 @@ pub fn app_state(db: Db, token: &str, disabled_inbound: Vec<(String, String)>) -
         channels: ChannelRegistry::default(),
         disabled_inbound,
     };
-    AppState {
+    AppState::from(crate::app::AppParts {
         db,
         live: Arc::new(ArcSwap::from_pointee(live)),
         clock: clock(),
@@ -128,5 +128,5 @@ pub fn app_state(db: Db, token: &str, disabled_inbound: Vec<(String, String)>) -
         inbound: Default::default(),
         delivery_wake: Default::default(),
         breakers: Default::default(),
-    }
+    })
 }

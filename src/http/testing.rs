@@ -85,7 +85,7 @@ pub async fn fixture_with(
         channels,
         disabled_inbound,
     };
-    let state = AppState {
+    let state = AppState::from(crate::app::AppParts {
         db,
         live: Arc::new(ArcSwap::from_pointee(live)),
         clock,
@@ -95,7 +95,7 @@ pub async fn fixture_with(
         inbound: Default::default(),
         delivery_wake: Default::default(),
         breakers: Default::default(),
-    };
+    });
     Fixture { _dir: dir, state }
 }
 

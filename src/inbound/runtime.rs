@@ -176,16 +176,15 @@ impl Recent {
 
     /// Inserts `key` unless present; true when inserted.
     fn insert(&mut self, key: Arc<str>) -> bool {
-        if self.keys.contains(&key) {
+        if !self.keys.insert(key.clone()) {
             return false;
         }
-        if self.order.len() >= RECENT_CAPACITY
+        self.order.push_back(key);
+        if self.order.len() > RECENT_CAPACITY
             && let Some(oldest) = self.order.pop_front()
         {
             self.keys.remove(&oldest);
         }
-        self.keys.insert(key.clone());
-        self.order.push_back(key);
         true
     }
 }
