@@ -296,7 +296,14 @@ type Shape = (
     &'static [&'static str],
 );
 
-/// The batch's rows by shape (table, columns, unique key), as indexes, in first-seen order.
+/// The batch's rows by shape (table, columns, unique key), as indexes, in the order the
+/// group writes them: shapes by table, and the rows of a shape with a unique key by that
+/// key (rows with the same key in arrival order, so the first one is the one inserted).
+///
+/// On PostgreSQL two groups are in flight at once, and an insert waits for the other
+/// transaction's uncommitted row with the same unique key: two groups that met the same
+/// keys in opposite orders (a platform's retry racing its original) deadlocked, and the
+/// server aborted one of them. In one order throughout, one waits for the other instead.
 fn shapes(rows: &[Pending]) -> Vec<(Shape, Vec<usize>)> {
     let mut shapes: Vec<(Shape, Vec<usize>)> = Vec::new();
     for (index, item) in rows.iter().enumerate() {
@@ -304,6 +311,12 @@ fn shapes(rows: &[Pending]) -> Vec<(Shape, Vec<usize>)> {
         match shapes.iter_mut().find(|(known, _)| *known == shape) {
             Some((_, members)) => members.push(index),
             None => shapes.push((shape, vec![index])),
+        }
+    }
+    shapes.sort_by_key(|((table, _, _), _)| *table);
+    for ((_, _, unique), members) in &mut shapes {
+        if !unique.is_empty() {
+            members.sort_by_cached_key(|&index| rows[index].insert.key());
         }
     }
     shapes
@@ -541,6 +554,41 @@ mod tests {
         let reopened = crate::db::Db::open(&url).await.unwrap();
         assert_eq!(count(&reopened, "inbound_events").await, 50);
         reopened.close().await;
+    }
+
+    /// Every group takes its rows' unique keys in one order, so two groups in flight on
+    /// PostgreSQL wait for each other instead of deadlocking.
+    #[test]
+    fn a_group_writes_tables_by_name_and_rows_by_key() {
+        let audit = |text: &str| Insert {
+            table: "command_audit",
+            columns: &["text"],
+            unique: &[],
+            values: vec![text.into()],
+        };
+        let pending = |insert: Insert| Pending {
+            insert,
+            reply: None,
+        };
+        let rows = vec![
+            pending(event("acct", "e3")),
+            pending(audit("z")),
+            pending(event("acct", "e1")),
+            pending(audit("a")),
+            pending(event("acct", "e3")),
+            pending(event("acct", "e2")),
+        ];
+        let order: Vec<(&str, Vec<usize>)> = shapes(&rows)
+            .into_iter()
+            .map(|((table, _, _), members)| (table, members))
+            .collect();
+        assert_eq!(
+            order,
+            [
+                ("command_audit", vec![1, 3]),
+                ("inbound_events", vec![2, 5, 0, 4]),
+            ]
+        );
     }
 
     #[test]
