@@ -61,8 +61,12 @@ pub trait DeliverySetup: Send + Sync + 'static {
 
 /// Most outcomes recorded in one transaction.
 const RECORD_BATCH: usize = 512;
-/// How many jobs per concurrency slot one claim may lease ahead of the sends.
-const CLAIM_AHEAD: usize = 8;
+/// How many jobs per concurrency slot one claim may lease ahead of the sends. Twice 8:
+/// with claims of up to 256 jobs the slots ran dry while a claim committed (the outbox
+/// benchmark's one-call-per-recipient runs went from 0.46 to 0.50 of the bare loop on
+/// SQLite, 0.36 to 0.38 on PostgreSQL). Leased jobs that a crash leaves unsent are not
+/// sent twice; they wait for their lease to run out.
+const CLAIM_AHEAD: usize = 16;
 
 /// A claim running beside the sends: how many jobs it asked for, where it started, and
 /// what it got.
