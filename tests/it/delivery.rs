@@ -343,3 +343,54 @@ async fn shutdown_hands_back_claimed_jobs_it_never_started() {
     assert_eq!(next[0].attempts, 0, "a handed-back claim is not an attempt");
     h.test_db.cleanup().await.unwrap();
 }
+
+/// Claims start where the last one ended; a job that becomes due behind that place (here
+/// enqueued with an earlier due time while the backlog is being sent) is still sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_due_behind_the_running_claims_is_still_sent() {
+    let channel = Arc::new(Scripted {
+        delay: Some(Duration::from_millis(1)),
+        ..Scripted::default()
+    });
+    let mut h = harness(vec![("net", ChannelStatus::Ready(channel.clone()))]).await;
+    enqueue(&h, "net", 120).await;
+    let setup = Setup {
+        settings: DeliverySettings {
+            concurrency: 1,
+            ..settings()
+        },
+        channels: [("net".to_string(), ChannelStatus::Ready(channel.clone()))].into(),
+    };
+    let shared: SharedClock = Arc::new(h.clock.clone());
+    h.dispatcher = Dispatcher::new(h.outbox.clone(), Arc::new(setup), shared, "w".into());
+    let cancel = CancellationToken::new();
+    let outbox = h.outbox.clone();
+    let run = tokio::spawn(h.dispatcher.run(cancel.clone(), Duration::from_secs(5)));
+    while channel.calls.load(Ordering::SeqCst) < 20 {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let payload = serde_json::to_string(&Message::text("迟到")).unwrap();
+    let behind = NewJob {
+        idempotency_key: "behind",
+        channel: "net",
+        recipient: "u2",
+        payload: &payload,
+    };
+    let earlier = h.clock.now_ms() - 60_000;
+    outbox
+        .enqueue_all(&[behind], earlier, settings().retry.max_age)
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while outbox.summary(0).await.unwrap().sent < 121 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the job behind the claims was not sent"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    cancel.cancel();
+    run.await.unwrap();
+    assert_eq!(channel.calls.load(Ordering::SeqCst), 121);
+    h.test_db.cleanup().await.unwrap();
+}
