@@ -131,7 +131,10 @@ async fn harness() -> Harness {
     let fx = fixture(rules).await;
     let im = Scripted::new(
         Audience::Person(AddressKind::WecomUser),
-        &[("bad-user", Verdict::RecipientInvalid)],
+        &[
+            ("bad-user", Verdict::RecipientInvalid),
+            ("blocked-user", Verdict::ContentBlocked),
+        ],
     );
     let sms = Scripted::new(Audience::Person(AddressKind::Phone), &[]);
     let registry = ChannelRegistry::from_statuses([
@@ -249,6 +252,33 @@ async fn an_unreachable_recipient_falls_back_to_the_next_channel_with_its_own_co
             "Sale now. TD to stop".to_string()
         )]
     );
+}
+
+/// Refused content stops the message: the route shares its content, so the next channel
+/// would be refused too, and a retry would be refused again.
+#[tokio::test]
+async fn a_content_blocked_answer_stops_the_message_without_retry_or_fallback() {
+    let h = harness().await;
+    let answer = post(
+        &h.app,
+        "/api/v1/messages",
+        &[OPERATOR],
+        message("blocked-user"),
+    )
+    .await;
+    let id = answer.json()["id"].as_str().unwrap().to_string();
+    h.dispatcher.drain_due().await.unwrap();
+    h.dispatcher.drain_due().await.unwrap();
+    let done = get(&h.app, &format!("/api/v1/messages/{id}")).await.json();
+    assert_eq!(done["state"], "failed", "{done}");
+    assert_eq!(done["steps"][1]["state"], "failed");
+    assert_eq!(
+        done["steps"][1]["attempts"][0]["outcome"],
+        "content_blocked"
+    );
+    assert_eq!(done["steps"][2]["state"], "waiting", "{done}");
+    assert_eq!(h.im.calls().len(), 1, "not retried");
+    assert!(h.sms.calls().is_empty(), "no fallback");
 }
 
 #[tokio::test]
