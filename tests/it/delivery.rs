@@ -114,6 +114,21 @@ async fn harness(channels: Vec<(&str, ChannelStatus)>) -> Harness {
     }
 }
 
+/// A harness whose dispatcher sends through `channel` (as `net`) with `concurrency` slots.
+async fn harness_with_concurrency(channel: Arc<Scripted>, concurrency: usize) -> Harness {
+    let mut h = harness(vec![("net", ChannelStatus::Ready(channel.clone()))]).await;
+    let setup = Setup {
+        settings: DeliverySettings {
+            concurrency,
+            ..settings()
+        },
+        channels: [("net".to_string(), ChannelStatus::Ready(channel))].into(),
+    };
+    let shared: SharedClock = Arc::new(h.clock.clone());
+    h.dispatcher = Dispatcher::new(h.outbox.clone(), Arc::new(setup), shared, "w".into());
+    h
+}
+
 async fn enqueue(h: &Harness, channel: &str, n: usize) -> Vec<i64> {
     let keys: Vec<String> = (0..n).map(|i| format!("{channel}-{i}")).collect();
     let payload = serde_json::to_string(&Message::text("你好")).unwrap();
@@ -307,17 +322,8 @@ async fn shutdown_hands_back_claimed_jobs_it_never_started() {
         delay: Some(Duration::from_millis(50)),
         ..Scripted::default()
     });
-    let mut h = harness(vec![("net", ChannelStatus::Ready(channel.clone()))]).await;
+    let h = harness_with_concurrency(channel.clone(), 2).await;
     enqueue(&h, "net", 100).await;
-    let setup = Setup {
-        settings: DeliverySettings {
-            concurrency: 2,
-            ..settings()
-        },
-        channels: [("net".to_string(), ChannelStatus::Ready(channel.clone()))].into(),
-    };
-    let shared: SharedClock = Arc::new(h.clock.clone());
-    h.dispatcher = Dispatcher::new(h.outbox.clone(), Arc::new(setup), shared, "w".into());
     let cancel = CancellationToken::new();
     let outbox = h.outbox.clone();
     let run = tokio::spawn(h.dispatcher.run(cancel.clone(), Duration::from_secs(5)));
@@ -352,17 +358,8 @@ async fn a_job_due_behind_the_running_claims_is_still_sent() {
         delay: Some(Duration::from_millis(1)),
         ..Scripted::default()
     });
-    let mut h = harness(vec![("net", ChannelStatus::Ready(channel.clone()))]).await;
+    let h = harness_with_concurrency(channel.clone(), 1).await;
     enqueue(&h, "net", 120).await;
-    let setup = Setup {
-        settings: DeliverySettings {
-            concurrency: 1,
-            ..settings()
-        },
-        channels: [("net".to_string(), ChannelStatus::Ready(channel.clone()))].into(),
-    };
-    let shared: SharedClock = Arc::new(h.clock.clone());
-    h.dispatcher = Dispatcher::new(h.outbox.clone(), Arc::new(setup), shared, "w".into());
     let cancel = CancellationToken::new();
     let outbox = h.outbox.clone();
     let run = tokio::spawn(h.dispatcher.run(cancel.clone(), Duration::from_secs(5)));
