@@ -35,6 +35,15 @@ pub enum Backend {
 }
 
 impl Backend {
+    /// The engine behind a connection.
+    pub fn of(conn: &sqlx::AnyConnection) -> Backend {
+        if conn.backend_name().eq_ignore_ascii_case("postgresql") {
+            Backend::Postgres
+        } else {
+            Backend::Sqlite
+        }
+    }
+
     /// Appends bind parameter number `number` (1-based): `$N` on PostgreSQL, an anonymous
     /// `?` on SQLite. sqlx resolves each numbered SQLite parameter by a linear search of the
     /// statement's parameter names, which makes statements with thousands of them (multi-row

@@ -111,6 +111,34 @@ on_both_backends!(the_same_key_twice_is_one_job, |db: Db| async move {
 });
 
 on_both_backends!(
+    concurrent_enqueues_of_one_key_make_one_job,
+    |db: Db| async move {
+        let outbox = Outbox::new(db.clone());
+        let racers: Vec<_> = (0..8)
+            .map(|_| {
+                let outbox = outbox.clone();
+                tokio::spawn(async move {
+                    let keys = ["a", "b", "c", "d"];
+                    let jobs: Vec<NewJob<'_>> = keys.iter().map(|key| job(key)).collect();
+                    outbox.enqueue_all(&jobs, 0, DAY).await.unwrap()
+                })
+            })
+            .collect();
+        let mut created = 0;
+        let mut ids = HashSet::new();
+        for racer in racers {
+            for enqueued in racer.await.unwrap() {
+                created += usize::from(enqueued.created);
+                ids.insert(enqueued.id);
+            }
+        }
+        assert_eq!(created, 4, "each key created once");
+        assert_eq!(ids.len(), 4, "every racer answered the same four ids");
+        assert_eq!(outbox.summary(0).await.unwrap().queued, 4);
+    }
+);
+
+on_both_backends!(
     an_enqueue_rolled_back_with_its_transaction_leaves_nothing,
     |db: Db| async move {
         let outbox = Outbox::new(db.clone());

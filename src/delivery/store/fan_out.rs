@@ -13,8 +13,9 @@
 use sqlx::AnyConnection;
 
 use super::Outbox;
-use super::queue::{Enqueued, QueuedRow};
+use super::queue::{Enqueued, QueuedRow, new_job_sql};
 use crate::clock::{UnixMillis, millis};
+use crate::db::Backend;
 use crate::delivery::policy::Next;
 
 /// A fan-out to queue: `recipients` get `payload` through `channel`.
@@ -131,6 +132,12 @@ impl Outbox {
         remainder: &FanOutRemainder,
         now: UnixMillis,
     ) -> Result<(), sqlx::Error> {
+        let split_sql = new_job_sql(
+            Backend::of(tx),
+            "channel, recipient, payload, state, attempts, failures, run_at, last_error, \
+             created_at, updated_at, expires_at",
+            "$2, $3, $4, $5, 1, $6, $7, $8, $9, $9, $10",
+        );
         for one in &remainder.recipients {
             let key = format!("{}/{}", remainder.idempotency_key, one.recipient);
             let (state, run_at, failures) = match one.next {
@@ -142,24 +149,19 @@ impl Outbox {
                 Next::Failed => ("failed", now, 1),
                 Next::Dead => ("dead", now, 1),
             };
-            let inserted: Option<(i64,)> = sqlx::query_as(
-                "INSERT INTO delivery_jobs (idempotency_key, channel, recipient, payload, state, \
-                 attempts, failures, run_at, last_error, created_at, updated_at, expires_at) \
-                 VALUES ($1, $2, $3, $4, $5, 1, $6, $7, $8, $9, $9, $10) \
-                 ON CONFLICT (idempotency_key) DO NOTHING RETURNING id",
-            )
-            .bind(&key)
-            .bind(&remainder.channel)
-            .bind(&one.recipient)
-            .bind(&remainder.payload)
-            .bind(state)
-            .bind(failures)
-            .bind(run_at)
-            .bind(&one.detail)
-            .bind(now)
-            .bind(remainder.expires_at)
-            .fetch_optional(&mut *tx)
-            .await?;
+            let inserted: Option<(i64,)> = sqlx::query_as(&split_sql)
+                .bind(&key)
+                .bind(&remainder.channel)
+                .bind(&one.recipient)
+                .bind(&remainder.payload)
+                .bind(state)
+                .bind(failures)
+                .bind(run_at)
+                .bind(&one.detail)
+                .bind(now)
+                .bind(remainder.expires_at)
+                .fetch_optional(&mut *tx)
+                .await?;
             // An existing job is this recipient's from an earlier record of the same
             // fan-out: it has its history already.
             let Some((job_id,)) = inserted else {

@@ -166,6 +166,29 @@ impl<'a> From<&'a Completion> for AttemptJson<'a> {
     }
 }
 
+/// An INSERT of a job that creates it only when its idempotency key (`$1`) is new and
+/// answers its id; `columns` and `values` are the job's other columns and their values.
+///
+/// On PostgreSQL the keys live in `delivery_job_keys` (see migration 7): the key is taken
+/// there first, with the id the job will have, and the job is written only if the key was
+/// new. Two transactions queueing one key meet on its primary key there, as they met on the
+/// jobs table's unique index before: the second waits for the first and then finds it.
+pub(super) fn new_job_sql(backend: Backend, columns: &str, values: &str) -> String {
+    match backend {
+        Backend::Postgres => format!(
+            "WITH key AS (INSERT INTO delivery_job_keys (idempotency_key, job_id) \
+             VALUES ($1, nextval(pg_get_serial_sequence('delivery_jobs', 'id'))) \
+             ON CONFLICT (idempotency_key) DO NOTHING RETURNING job_id) \
+             INSERT INTO delivery_jobs (id, idempotency_key, {columns}) OVERRIDING SYSTEM VALUE \
+             SELECT job_id, $1, {values} FROM key RETURNING id"
+        ),
+        Backend::Sqlite => format!(
+            "INSERT INTO delivery_jobs (idempotency_key, {columns}) VALUES ($1, {values}) \
+             ON CONFLICT (idempotency_key) DO NOTHING RETURNING id"
+        ),
+    }
+}
+
 /// `{1,2,3}`: ids as a PostgreSQL array literal.
 fn postgres_array(ids: &[i64]) -> String {
     use std::fmt::Write as _;
@@ -259,31 +282,36 @@ impl Outbox {
         row: &QueuedRow<'_>,
         now: UnixMillis,
     ) -> Result<Enqueued, sqlx::Error> {
-        let inserted: Option<(i64,)> = sqlx::query_as(
-            "INSERT INTO delivery_jobs (idempotency_key, channel, recipient, recipients, payload, \
-             state, run_at, created_at, updated_at, expires_at, message_id, step) \
-             VALUES ($1, $2, $3, $4, $5, 'queued', $6, $6, $6, $7, $8, $9) \
-             ON CONFLICT (idempotency_key) DO NOTHING RETURNING id",
-        )
-        .bind(row.idempotency_key)
-        .bind(row.channel)
-        .bind(row.recipient)
-        .bind(row.recipients)
-        .bind(row.payload)
-        .bind(now)
-        .bind(row.expires_at)
-        .bind(row.route.map(|(message_id, _)| message_id))
-        .bind(row.route.map(|(_, step)| step))
-        .fetch_optional(&mut *conn)
-        .await?;
+        let backend = Backend::of(conn);
+        let sql = new_job_sql(
+            backend,
+            "channel, recipient, recipients, payload, state, run_at, created_at, updated_at, \
+             expires_at, message_id, step",
+            "$2, $3, $4, $5, 'queued', $6, $6, $6, $7, $8, $9",
+        );
+        let inserted: Option<(i64,)> = sqlx::query_as(&sql)
+            .bind(row.idempotency_key)
+            .bind(row.channel)
+            .bind(row.recipient)
+            .bind(row.recipients)
+            .bind(row.payload)
+            .bind(now)
+            .bind(row.expires_at)
+            .bind(row.route.map(|(message_id, _)| message_id))
+            .bind(row.route.map(|(_, step)| step))
+            .fetch_optional(&mut *conn)
+            .await?;
         if let Some((id,)) = inserted {
             return Ok(Enqueued { id, created: true });
         }
-        let (id,): (i64,) =
-            sqlx::query_as("SELECT id FROM delivery_jobs WHERE idempotency_key = $1")
-                .bind(row.idempotency_key)
-                .fetch_one(&mut *conn)
-                .await?;
+        let existing = match backend {
+            Backend::Postgres => "SELECT job_id FROM delivery_job_keys WHERE idempotency_key = $1",
+            Backend::Sqlite => "SELECT id FROM delivery_jobs WHERE idempotency_key = $1",
+        };
+        let (id,): (i64,) = sqlx::query_as(existing)
+            .bind(row.idempotency_key)
+            .fetch_one(&mut *conn)
+            .await?;
         Ok(Enqueued { id, created: false })
     }
 
