@@ -95,6 +95,22 @@ impl Insert {
         (self.table, self.columns, self.unique)
     }
 
+    /// Orders two rows of one shape by their unique key, without copying it.
+    fn compare_keys(&self, other: &Insert) -> std::cmp::Ordering {
+        self.unique
+            .iter()
+            .filter_map(|name| self.columns.iter().position(|c| c == name))
+            .map(|i| (self.values.get(i), other.values.get(i)))
+            .map(|(a, b)| match (a, b) {
+                (Some(Param::Text(a)), Some(Param::Text(b))) => a.cmp(b),
+                (Some(Param::I64(a)), Some(Param::I64(b))) => a.cmp(b),
+                // Rows of one shape bind the same kinds; any order serves the others.
+                (a, b) => param_rank(a).cmp(&param_rank(b)),
+            })
+            .find(|order| order.is_ne())
+            .unwrap_or(std::cmp::Ordering::Equal)
+    }
+
     fn key(&self) -> Vec<String> {
         self.unique
             .iter()
@@ -107,6 +123,15 @@ impl Insert {
                 }
             })
             .collect()
+    }
+}
+
+fn param_rank(param: Option<&Param>) -> u8 {
+    match param {
+        None => 0,
+        Some(Param::Null) => 1,
+        Some(Param::I64(_)) => 2,
+        Some(Param::Text(_)) => 3,
     }
 }
 
@@ -316,7 +341,7 @@ fn shapes(rows: &[Pending]) -> Vec<(Shape, Vec<usize>)> {
     shapes.sort_by_key(|((table, _, _), _)| *table);
     for ((_, _, unique), members) in &mut shapes {
         if !unique.is_empty() {
-            members.sort_by_cached_key(|&index| rows[index].insert.key());
+            members.sort_by(|&a, &b| rows[a].insert.compare_keys(&rows[b].insert));
         }
     }
     shapes
