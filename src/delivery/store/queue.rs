@@ -919,4 +919,63 @@ mod tests {
         assert_eq!(postgres_array(&[7]), "{7}");
         assert_eq!(postgres_array(&[1, -2, 30]), "{1,-2,30}");
     }
+
+    /// A database upgraded to the keys table must still know the keys of the jobs it had:
+    /// a key forgotten there would queue its job again and send the message twice.
+    #[tokio::test]
+    async fn keys_of_jobs_queued_before_the_keys_table_still_count_after_it() {
+        let Some(test_db) = TestDb::postgres().await.unwrap() else {
+            return;
+        };
+        let db = &test_db.db;
+        // Back to the schema before migration 7's keys table, with one job queued there.
+        for sql in [
+            "DROP TABLE delivery_job_keys",
+            "ALTER TABLE delivery_jobs ADD CONSTRAINT delivery_jobs_idempotency_key_key \
+             UNIQUE (idempotency_key)",
+            "DELETE FROM _sqlx_migrations WHERE version = 20261206000007",
+            "INSERT INTO delivery_jobs (idempotency_key, channel, recipient, payload, state, \
+             run_at, created_at, updated_at, expires_at) \
+             VALUES ('order-42', 'log', 'u1', '{}', 'sent', 1, 1, 1, 2)",
+        ] {
+            sqlx::query(sql).execute(db.writer()).await.unwrap();
+        }
+        let (old_id,): (i64,) = sqlx::query_as("SELECT id FROM delivery_jobs")
+            .fetch_one(db.reader())
+            .await
+            .unwrap();
+        db.migrate().await.unwrap();
+        let outbox = Outbox::new(db.clone());
+        let again = outbox
+            .enqueue_all(
+                &[
+                    NewJob {
+                        idempotency_key: "order-42",
+                        channel: "log",
+                        recipient: "u1",
+                        payload: "{}",
+                    },
+                    NewJob {
+                        idempotency_key: "order-43",
+                        channel: "log",
+                        recipient: "u1",
+                        payload: "{}",
+                    },
+                ],
+                10,
+                std::time::Duration::from_secs(60),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            again[0],
+            Enqueued {
+                id: old_id,
+                created: false
+            }
+        );
+        assert!(again[1].created);
+        assert!(again[1].id > old_id, "new jobs take ids after the old ones");
+        test_db.cleanup().await.unwrap();
+    }
 }
