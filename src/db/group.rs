@@ -44,8 +44,9 @@ fn groups_in_flight(backend: Backend) -> usize {
     }
 }
 
-/// A value bound to a grouped statement.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A value bound to a grouped statement. Ordered so that a group can write its rows in
+/// key order (see `shapes`).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Param {
     I64(i64),
     Text(String),
@@ -100,13 +101,7 @@ impl Insert {
         self.unique
             .iter()
             .filter_map(|name| self.columns.iter().position(|c| c == name))
-            .map(|i| (self.values.get(i), other.values.get(i)))
-            .map(|(a, b)| match (a, b) {
-                (Some(Param::Text(a)), Some(Param::Text(b))) => a.cmp(b),
-                (Some(Param::I64(a)), Some(Param::I64(b))) => a.cmp(b),
-                // Rows of one shape bind the same kinds; any order serves the others.
-                (a, b) => param_rank(a).cmp(&param_rank(b)),
-            })
+            .map(|i| self.values.get(i).cmp(&other.values.get(i)))
             .find(|order| order.is_ne())
             .unwrap_or(std::cmp::Ordering::Equal)
     }
@@ -123,15 +118,6 @@ impl Insert {
                 }
             })
             .collect()
-    }
-}
-
-fn param_rank(param: Option<&Param>) -> u8 {
-    match param {
-        None => 0,
-        Some(Param::Null) => 1,
-        Some(Param::I64(_)) => 2,
-        Some(Param::Text(_)) => 3,
     }
 }
 

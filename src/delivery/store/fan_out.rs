@@ -10,10 +10,12 @@
 //! (a retried commit) or a later claim of the same fan-out (after a lost lease) cannot make
 //! a second job for anyone.
 
+use std::sync::LazyLock;
+
 use sqlx::AnyConnection;
 
 use super::Outbox;
-use super::queue::{Enqueued, QueuedRow, new_job_sql};
+use super::queue::{Enqueued, NewJobSql, QueuedRow};
 use crate::clock::{UnixMillis, millis};
 use crate::db::Backend;
 use crate::delivery::policy::Next;
@@ -132,12 +134,14 @@ impl Outbox {
         remainder: &FanOutRemainder,
         now: UnixMillis,
     ) -> Result<(), sqlx::Error> {
-        let split_sql = new_job_sql(
-            Backend::of(tx),
-            "channel, recipient, payload, state, attempts, failures, run_at, last_error, \
-             created_at, updated_at, expires_at",
-            "$2, $3, $4, $5, 1, $6, $7, $8, $9, $9, $10",
-        );
+        static SPLIT: LazyLock<NewJobSql> = LazyLock::new(|| {
+            NewJobSql::new(
+                "channel, recipient, payload, state, attempts, failures, run_at, last_error, \
+                 created_at, updated_at, expires_at",
+                "$2, $3, $4, $5, 1, $6, $7, $8, $9, $9, $10",
+            )
+        });
+        let split_sql = SPLIT.on(Backend::of(tx));
         for one in &remainder.recipients {
             let key = format!("{}/{}", remainder.idempotency_key, one.recipient);
             let (state, run_at, failures) = match one.next {
@@ -149,7 +153,7 @@ impl Outbox {
                 Next::Failed => ("failed", now, 1),
                 Next::Dead => ("dead", now, 1),
             };
-            let inserted: Option<(i64,)> = sqlx::query_as(&split_sql)
+            let inserted: Option<(i64,)> = sqlx::query_as(split_sql)
                 .bind(&key)
                 .bind(&remainder.channel)
                 .bind(&one.recipient)
