@@ -20,5 +20,7 @@ pub use commands::Builtin;
 pub use listener::has_opted_out;
 pub use parse::{CommandWord, ParseError, ParsedCommand, command_word, parse, quote};
 pub use router::Bot;
+#[cfg(test)]
+pub(crate) use store::queue_audit;
 pub use store::{AuditRecord, Outcome, recent_audit};
 pub use text::Lang;

@@ -250,10 +250,11 @@ impl Bot {
         outcome: Outcome,
     ) {
         count(command, outcome);
-        admission.record_later(&self.db).await;
+        let callback_id = admission.into_recorded_in_audit();
+        let callback_id = callback_id.as_ref().map(|id| id.event_id());
         let record = self.record(event, command, outcome);
-        if let Err(error) = store::queue_audit(&self.db, record).await {
-            tracing::error!(command, outcome = outcome.as_str(), %error, "could not queue a command audit row; answering anyway");
+        if let Err(error) = store::queue_audit(&self.db, record, callback_id).await {
+            tracing::error!(command, outcome = outcome.as_str(), %error, "could not queue a command audit row (nor so its callback id); answering anyway");
         }
     }
 

@@ -427,12 +427,21 @@ async fn read_only_commands_answer_before_their_rows_commit_and_retries_are_caug
         "an in-process replay is caught before anything commits"
     );
     assert_eq!(
-        count(&db, "inbound_events").await,
-        1,
+        outcomes(&db).await,
+        vec![("whoami".to_string(), Outcome::Ok)],
         "queued, then flushed"
     );
     assert_eq!(
-        outcomes(&db).await,
-        vec![("whoami".to_string(), Outcome::Ok)]
+        count(&db, "inbound_events").await,
+        0,
+        "the id travels in the audit row: one row per command"
     );
+    // A restarted process reads the id back from the audit row.
+    let restarted = Arc::new(InboundRuntime::default());
+    restarted.load_recent(&db).await;
+    assert!(
+        Admission::claim(&restarted, "shell", "m-1", START_MS).is_none(),
+        "known after a restart"
+    );
+    assert!(Admission::claim(&restarted, "shell", "m-2", START_MS).is_some());
 }

@@ -4,7 +4,7 @@
 use sqlx::AnyConnection;
 
 use crate::clock::UnixMillis;
-use crate::db::{Db, Insert};
+use crate::db::{Db, Insert, Param};
 
 /// What came of one command message, as stored in `command_audit.outcome`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -84,12 +84,27 @@ pub async fn insert_audit(
 /// Queues a row for the next group commit without waiting for it to commit (the audit
 /// of work without effects is best effort: a crash may lose the last rows, and a failed
 /// write is logged by the group commit). Only waits while the queue is full.
-pub async fn queue_audit(db: &Db, record: AuditRecord) -> Result<(), sqlx::Error> {
+///
+/// `callback_id` is the platform's id of the message, recorded in this row instead of a
+/// row of its own in `inbound_events` (`record.account` is the inbound account it belongs
+/// to); after a restart the recent ids are read back from both tables.
+pub async fn queue_audit(
+    db: &Db,
+    record: AuditRecord,
+    callback_id: Option<&str>,
+) -> Result<(), sqlx::Error> {
     db.grouped()
         .queue(Insert {
             table: "command_audit",
             columns: &[
-                "at", "platform", "account", "chat", "sender", "command", "outcome",
+                "at",
+                "platform",
+                "account",
+                "chat",
+                "sender",
+                "command",
+                "outcome",
+                "callback_id",
             ],
             unique: &[],
             values: vec![
@@ -100,6 +115,7 @@ pub async fn queue_audit(db: &Db, record: AuditRecord) -> Result<(), sqlx::Error
                 record.sender.into(),
                 record.command.into(),
                 record.outcome.as_str().into(),
+                callback_id.map_or(Param::Null, Param::from),
             ],
         })
         .await

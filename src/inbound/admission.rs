@@ -42,7 +42,7 @@ pub struct Admission {
 
 /// The platform's id for one callback, claimed in this process's memory.
 #[derive(Debug)]
-struct CallbackId {
+pub(crate) struct CallbackId {
     runtime: Arc<InboundRuntime>,
     /// The memory's key, which holds the account and the event id.
     memory_key: Arc<str>,
@@ -55,7 +55,7 @@ impl CallbackId {
         &self.memory_key[..self.account_len]
     }
 
-    fn event_id(&self) -> &str {
+    pub(crate) fn event_id(&self) -> &str {
         // The separator is one byte.
         &self.memory_key[self.account_len + 1..]
     }
@@ -115,6 +115,14 @@ impl Admission {
         if let Err(error) = db.grouped().queue(row).await {
             tracing::error!(%error, inbound.account = %id.account(), "cannot queue a callback id; a retry of this message would be answered again");
         }
+    }
+
+    /// For a message that leads to nothing with effects and whose caller queues a row of its
+    /// own that carries the id (the audit row of a read-only command, see
+    /// `bot::store::queue_audit`): one row per message instead of two. The claim is kept, as
+    /// with [`Admission::record_later`]. `None` for an unrecorded admission.
+    pub(crate) fn into_recorded_in_audit(mut self) -> Option<CallbackId> {
+        self.claim.keep()
     }
 
     /// For a message that leads to effects: a transaction that already holds the id's row,

@@ -37,17 +37,30 @@ pub(crate) async fn insert_event(
     Ok(inserted.rows_affected() == 1)
 }
 
-/// The `limit` most recently received (account, event id) pairs, newest first.
+/// The `limit` most recently received (account, event id) pairs, newest first: from
+/// `inbound_events`, and from the audit rows of read-only commands, which carry their
+/// message's id instead of a row of their own (see `bot::store::queue_audit`).
 pub(crate) async fn recent_event_keys(
     db: &Db,
     limit: usize,
 ) -> Result<Vec<(String, String)>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT account, event_id FROM inbound_events ORDER BY received_at DESC LIMIT $1",
+    let rows: Vec<(String, String, i64)> = sqlx::query_as(
+        "SELECT account, event_id, received_at FROM \
+           (SELECT account, event_id, received_at FROM inbound_events \
+            ORDER BY received_at DESC LIMIT $1) AS events \
+         UNION ALL \
+         SELECT account, callback_id, at FROM \
+           (SELECT account, callback_id, at FROM command_audit WHERE callback_id IS NOT NULL \
+            ORDER BY id DESC LIMIT $1) AS audited \
+         ORDER BY received_at DESC LIMIT $1",
     )
     .bind(i64::try_from(limit).unwrap_or(i64::MAX))
     .fetch_all(db.reader())
-    .await
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(account, event_id, _)| (account, event_id))
+        .collect())
 }
 
 /// Keeps a verified non-message event for the delivery and campaign layers, once per
@@ -120,4 +133,66 @@ pub async fn recent_platform_events(
             },
         )
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bot::{AuditRecord, Outcome, queue_audit};
+    use crate::db::testing::TestDb;
+
+    async fn recent_ids_come_from_both_tables_newest_first(db: &Db) {
+        for (event_id, at) in [("e-1", 1), ("e-3", 3), ("e-5", 5)] {
+            db.grouped()
+                .queue(event_row("acct", event_id, at))
+                .await
+                .unwrap();
+        }
+        for (callback_id, at) in [(Some("a-2"), 2), (Some("a-4"), 4), (None, 6)] {
+            let record = AuditRecord {
+                at,
+                platform: "dingtalk".into(),
+                account: "acct".into(),
+                chat: "c".into(),
+                sender: "u".into(),
+                command: "whoami".into(),
+                outcome: Outcome::Ok,
+            };
+            queue_audit(db, record, callback_id).await.unwrap();
+        }
+        db.grouped().flush().await.unwrap();
+        let ids = |keys: Vec<(String, String)>| -> Vec<String> {
+            keys.into_iter()
+                .map(|(account, id)| {
+                    assert_eq!(account, "acct");
+                    id
+                })
+                .collect()
+        };
+        assert_eq!(
+            ids(recent_event_keys(db, 3).await.unwrap()),
+            ["e-5", "a-4", "e-3"],
+            "an audit row without a callback id (the shell) is no id"
+        );
+        assert_eq!(
+            ids(recent_event_keys(db, 10).await.unwrap()),
+            ["e-5", "a-4", "e-3", "a-2", "e-1"]
+        );
+    }
+
+    #[tokio::test]
+    async fn recent_ids_come_from_both_tables_newest_first_on_sqlite() {
+        let test_db = TestDb::sqlite().await.unwrap();
+        recent_ids_come_from_both_tables_newest_first(&test_db.db).await;
+        test_db.cleanup().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn recent_ids_come_from_both_tables_newest_first_on_postgres() {
+        let Some(test_db) = TestDb::postgres().await.unwrap() else {
+            return;
+        };
+        recent_ids_come_from_both_tables_newest_first(&test_db.db).await;
+        test_db.cleanup().await.unwrap();
+    }
 }

@@ -1,0 +1,6 @@
+-- A read-only command's audit row also records the callback id of the message that ran
+-- it, instead of a second row in `inbound_events`: one row per answered command, half the
+-- writes of a busy bot. Recent ids are read back from both tables after a restart.
+-- NULL for the shell (no platform id) and for commands with effects, whose id is kept in
+-- `inbound_events` inside the transaction of their effects.
+ALTER TABLE command_audit ADD COLUMN callback_id TEXT;
