@@ -4,7 +4,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
-use std::hash::{BuildHasher, RandomState};
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -166,11 +166,44 @@ pub(crate) fn memory_key(account: &str, event_id: &str) -> Arc<str> {
 /// The fingerprint is keyed by two random SipHash keys of this process, so nobody outside
 /// can aim for a collision, and two distinct ids share one with a probability of 2^-128 per
 /// pair: nothing a platform will ever send.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Recent {
-    keys: HashSet<u128>,
+    keys: HashSet<u128, BuildHasherDefault<Fingerprinted>>,
     order: VecDeque<u128>,
     seeds: (RandomState, RandomState),
+}
+
+impl Default for Recent {
+    fn default() -> Self {
+        Self {
+            // Full size from the start: growing rehashes every fingerprint held.
+            keys: HashSet::with_capacity_and_hasher(RECENT_CAPACITY + 1, Default::default()),
+            order: VecDeque::with_capacity(RECENT_CAPACITY + 1),
+            seeds: Default::default(),
+        }
+    }
+}
+
+/// The set's hasher: a fingerprint is already a keyed hash, so its low half is the bucket
+/// hash as it is; hashing it again with SipHash cost every lookup, insertion and eviction.
+#[derive(Debug, Default)]
+struct Fingerprinted(u64);
+
+impl Hasher for Fingerprinted {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `write_u128` is used by `u128`'s `Hash`; anything else still spreads.
+        for &byte in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(byte);
+        }
+    }
+
+    fn write_u128(&mut self, fingerprint: u128) {
+        self.0 = fingerprint as u64;
+    }
 }
 
 impl Recent {
