@@ -180,3 +180,74 @@ mod tests {
         assert!(second.render().contains("result=\"telemetry_test\""));
     }
 }
+
+/// Metric handles kept after their first use, by label set: looking a metric up in the
+/// registry builds and hashes its labels on every call. Read without a lock: a read-write
+/// lock's reader count is a shared write that the worker threads fought over on every
+/// request. New label sets copy the map, which happens once per set, and sets are bounded
+/// by their labels (platforms × verdicts, commands × outcomes, routes × methods).
+#[derive(Debug)]
+pub(crate) struct MetricHandles<K, V> {
+    known: arc_swap::ArcSwap<std::collections::HashMap<K, V>>,
+}
+
+impl<K, V> Default for MetricHandles<K, V> {
+    fn default() -> Self {
+        Self {
+            known: arc_swap::ArcSwap::from_pointee(std::collections::HashMap::new()),
+        }
+    }
+}
+
+impl<K: std::hash::Hash + Eq + Clone, V: Clone> MetricHandles<K, V> {
+    /// Applies `use_it` to the handle of `key`, registered by `register` the first time
+    /// (`owned` makes the key to keep).
+    pub fn with<Q>(
+        &self,
+        key: &Q,
+        owned: impl FnOnce() -> K,
+        register: impl FnOnce() -> V,
+        use_it: impl FnOnce(&V),
+    ) where
+        K: std::borrow::Borrow<Q>,
+        Q: std::hash::Hash + Eq + ?Sized,
+    {
+        if let Some(handle) = self.known.load().get(key) {
+            use_it(handle);
+            return;
+        }
+        let handle = register();
+        use_it(&handle);
+        let key = owned();
+        self.known.rcu(|known| {
+            let mut known = std::collections::HashMap::clone(known);
+            known.entry(key.clone()).or_insert_with(|| handle.clone());
+            known
+        });
+    }
+}
+
+#[cfg(test)]
+mod handle_tests {
+    use super::MetricHandles;
+
+    #[test]
+    fn a_handle_is_registered_once_per_key() {
+        let handles = MetricHandles::<String, usize>::default();
+        let mut registered = 0;
+        let mut seen = Vec::new();
+        for key in ["a", "b", "a", "a", "b"] {
+            handles.with(
+                key,
+                || key.to_string(),
+                || {
+                    registered += 1;
+                    registered
+                },
+                |handle| seen.push(*handle),
+            );
+        }
+        assert_eq!(registered, 2);
+        assert_eq!(seen, [1, 2, 1, 1, 2]);
+    }
+}

@@ -3,8 +3,7 @@
 
 use sqlx::AnyConnection;
 
-use std::collections::HashMap;
-use std::sync::{Arc, LazyLock, RwLock};
+use std::sync::LazyLock;
 
 use super::commands::{self, Builtin, Failure, Invocation, Reach};
 use super::listener;
@@ -17,6 +16,7 @@ use crate::db::Db;
 use crate::delivery::breaker::Breakers;
 use crate::inbound::{Admission, ChatEvent, Effects, Reply};
 use crate::rules::{CommandRule, Rules};
+use crate::telemetry::MetricHandles;
 
 /// How close a typo must be to a command name to be offered as "did you mean"
 /// (normalised Damerau–Levenshtein similarity, 1.0 = identical). 0.5 catches one slip in
@@ -26,24 +26,40 @@ const SUGGESTION_THRESHOLD: f64 = 0.5;
 /// Longest command word stored in the audit log for an unknown command.
 const MAX_AUDITED_WORD_CHARS: usize = 64;
 
-/// Answers chat commands. Holds only shared handles, so building one per request is free.
+/// Answers chat commands. Holds one shared handle, so building one per request costs a
+/// single reference count: it used to hold the database, clock, wake-up and breakers
+/// apiece, and a callback paid for cloning and dropping each of them (reference counts
+/// on cache lines every worker thread writes to).
 #[derive(Debug, Clone)]
 pub struct Bot {
-    db: Db,
-    clock: SharedClock,
-    /// Told after a command queued messages, so the workers send them at once.
-    delivery_wake: Option<Arc<tokio::sync::Notify>>,
-    breakers: Option<Arc<Breakers>>,
+    handles: Handles,
+}
+
+#[derive(Clone)]
+enum Handles {
+    /// A running server: wakes its delivery workers and reports their circuit breakers.
+    Serving(AppState),
+    /// Without delivery workers beside it: what it queues waits for their next poll.
+    Standalone { db: Db, clock: SharedClock },
+}
+
+impl std::fmt::Debug for Handles {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Handles::Serving(_) => formatter.write_str("Serving"),
+            Handles::Standalone { db, .. } => formatter
+                .debug_struct("Standalone")
+                .field("db", db)
+                .finish(),
+        }
+    }
 }
 
 impl Bot {
     /// A bot without delivery workers beside it: what it queues waits for their next poll.
     pub fn new(db: Db, clock: SharedClock) -> Self {
         Self {
-            db,
-            clock,
-            delivery_wake: None,
-            breakers: None,
+            handles: Handles::Standalone { db, clock },
         }
     }
 
@@ -51,10 +67,35 @@ impl Bot {
     /// circuit breakers.
     pub fn serving(state: &AppState) -> Self {
         Self {
-            db: state.db.clone(),
-            clock: state.clock.clone(),
-            delivery_wake: Some(state.delivery_wake.clone()),
-            breakers: Some(state.breakers.clone()),
+            handles: Handles::Serving(state.clone()),
+        }
+    }
+
+    fn db(&self) -> &Db {
+        match &self.handles {
+            Handles::Serving(state) => &state.db,
+            Handles::Standalone { db, .. } => db,
+        }
+    }
+
+    fn now_ms(&self) -> i64 {
+        match &self.handles {
+            Handles::Serving(state) => state.clock.now_ms(),
+            Handles::Standalone { clock, .. } => clock.now_ms(),
+        }
+    }
+
+    fn delivery_wake(&self) -> Option<&tokio::sync::Notify> {
+        match &self.handles {
+            Handles::Serving(state) => Some(&state.delivery_wake),
+            Handles::Standalone { .. } => None,
+        }
+    }
+
+    fn breakers(&self) -> Option<&Breakers> {
+        match &self.handles {
+            Handles::Serving(state) => Some(&state.breakers),
+            Handles::Standalone { .. } => None,
         }
     }
 
@@ -76,15 +117,15 @@ impl Bot {
         admission: Admission,
     ) -> Vec<Reply> {
         let rules = &live.rules;
-        let now = self.clock.now_ms();
+        let now = self.now_ms();
         let Some(word) = parse::command_word(&event.text) else {
-            return listener::listen(&self.db, now, rules, event, admission).await;
+            return listener::listen(self.db(), now, rules, event, admission).await;
         };
         let lang = Lang::for_word(word.name);
         let Some(command) = rules.command(word.name) else {
             if !word.slashed {
                 // Not a command: an opt-out, feedback, or an operator's chatter.
-                return listener::listen(&self.db, now, rules, event, admission).await;
+                return listener::listen(self.db(), now, rules, event, admission).await;
             }
             return self.unknown(rules, event, word, lang, admission).await;
         };
@@ -102,7 +143,7 @@ impl Bot {
             Ok(Some(parsed)) => parsed,
             // command_word found a word, so parse does too; stay quiet rather than panic.
             Ok(None) => {
-                admission.record_later(&self.db).await;
+                admission.record_later(self.db()).await;
                 return Vec::new();
             }
             Err(error) => {
@@ -127,9 +168,9 @@ impl Bot {
             caller,
             reach: Reach {
                 channels: &live.channels,
-                db: &self.db,
+                db: self.db(),
                 now,
-                breakers: self.breakers.as_deref(),
+                breakers: self.breakers(),
             },
         };
         // A command with effects writes through the connection it is given here, so its
@@ -140,7 +181,7 @@ impl Bot {
         let replies = self
             .run_audited(event, command, has_effects, lang, admission, work)
             .await;
-        if has_effects && let Some(wake) = &self.delivery_wake {
+        if has_effects && let Some(wake) = self.delivery_wake() {
             // After the commit: a worker woken earlier would find nothing yet.
             wake.notify_one();
         }
@@ -195,7 +236,7 @@ impl Bot {
                 .await;
             return replies;
         }
-        let effects = match admission.begin(&self.db).await {
+        let effects = match admission.begin(self.db()).await {
             Ok(Some(effects)) => effects,
             // A retry of a message whose command already ran and answered.
             Ok(None) => return Vec::new(),
@@ -253,14 +294,14 @@ impl Bot {
         let callback_id = admission.into_recorded_in_audit();
         let callback_id = callback_id.as_ref().map(|id| id.event_id());
         let record = self.record(event, command, outcome);
-        if let Err(error) = store::queue_audit(&self.db, record, callback_id).await {
+        if let Err(error) = store::queue_audit(self.db(), record, callback_id).await {
             tracing::error!(command, outcome = outcome.as_str(), %error, "could not queue a command audit row (nor so its callback id); answering anyway");
         }
     }
 
     fn record(&self, event: &ChatEvent, command: &str, outcome: Outcome) -> AuditRecord {
         AuditRecord {
-            at: self.clock.now_ms(),
+            at: self.now_ms(),
             platform: event.platform.clone(),
             account: event.account.clone(),
             chat: event.chat.clone(),
@@ -281,12 +322,10 @@ fn settle(result: Result<Vec<Reply>, Failure>) -> (Outcome, Vec<Reply>) {
 }
 
 fn count(command: &str, outcome: Outcome) {
-    type ByCommand = HashMap<String, metrics::Counter>;
-    /// The counters already registered, so a command is counted without building its
-    /// labels and looking them up in the registry each time. Bounded like the series: the
-    /// rules' commands times the outcomes. The handles belong to the recorder installed
-    /// when they were made: `serve` installs it before it answers anything.
-    static COUNTERS: LazyLock<RwLock<HashMap<Outcome, ByCommand>>> =
+    /// The counters already registered, per outcome, by command. The handles belong to
+    /// the recorder installed when they were made: `serve` installs it before it answers
+    /// anything.
+    static COUNTERS: LazyLock<[MetricHandles<Box<str>, metrics::Counter>; Outcome::ALL.len()]> =
         LazyLock::new(Default::default);
     // Unknown words are free text: one label value for all of them keeps the series bounded.
     let label = if outcome == Outcome::Unknown {
@@ -294,25 +333,19 @@ fn count(command: &str, outcome: Outcome) {
     } else {
         command
     };
-    if let Ok(counters) = COUNTERS.read()
-        && let Some(counter) = counters.get(&outcome).and_then(|by| by.get(label))
-    {
-        counter.increment(1);
-        return;
-    }
-    let counter = metrics::counter!(
-        "qunfa_commands_total",
-        "command" => label.to_string(),
-        "outcome" => outcome.as_str()
+    let by_command = &COUNTERS[outcome as usize];
+    by_command.with(
+        label,
+        || label.into(),
+        || {
+            metrics::counter!(
+                "qunfa_commands_total",
+                "command" => label.to_string(),
+                "outcome" => outcome.as_str()
+            )
+        },
+        |counter| counter.increment(1),
     );
-    counter.increment(1);
-    // A poisoned lock only loses the caching.
-    if let Ok(mut counters) = COUNTERS.write() {
-        counters
-            .entry(outcome)
-            .or_default()
-            .insert(label.to_string(), counter);
-    }
 }
 
 /// The command name or alias closest to a mistyped word, when it is close enough.

@@ -43,18 +43,13 @@ pub fn synopsis(command: &CommandRule) -> String {
     }
 }
 
-fn role_name(lang: Lang, role: Role) -> String {
-    match lang {
-        Lang::En => role.as_str().to_string(),
-        Lang::Zh => {
-            let zh = match role {
-                Role::Viewer => "查看者",
-                Role::Operator => "操作员",
-                Role::Approver => "审批人",
-                Role::Admin => "管理员",
-            };
-            format!("{zh} ({role})")
-        }
+fn role_name(lang: Lang, role: Role) -> &'static str {
+    match (lang, role) {
+        (Lang::En, role) => role.as_str(),
+        (Lang::Zh, Role::Viewer) => "查看者 (viewer)",
+        (Lang::Zh, Role::Operator) => "操作员 (operator)",
+        (Lang::Zh, Role::Approver) => "审批人 (approver)",
+        (Lang::Zh, Role::Admin) => "管理员 (admin)",
     }
 }
 
@@ -226,8 +221,8 @@ pub fn help_detail(lang: Lang, command: &CommandRule, caller_may_use: bool) -> S
     let role = match command.role {
         Some(role) => role_name(lang, role),
         None => match lang {
-            Lang::En => "anyone".to_string(),
-            Lang::Zh => "所有人".to_string(),
+            Lang::En => "anyone",
+            Lang::Zh => "所有人",
         },
     };
     let usage = synopsis(command);
@@ -272,27 +267,30 @@ pub struct Identity<'a> {
 }
 
 pub fn whoami(lang: Lang, who: &Identity<'_>) -> String {
+    use std::fmt::Write as _;
     let (platform, user, account) = (who.platform, who.user, who.account);
-    let mut out = match lang {
-        Lang::En => format!("platform: {platform}\nuser id: {user}"),
-        Lang::Zh => format!("平台：{platform}\n用户 ID：{user}"),
+    // Writing into one string: `/whoami` is the command monitoring and load tests call.
+    let mut out = String::with_capacity(128);
+    let _ = match lang {
+        Lang::En => write!(out, "platform: {platform}\nuser id: {user}"),
+        Lang::Zh => write!(out, "平台：{platform}\n用户 ID：{user}"),
     };
     if let Some(name) = who.name {
-        match lang {
-            Lang::En => out.push_str(&format!("\nname: {name}")),
-            Lang::Zh => out.push_str(&format!("\n名称：{name}")),
-        }
+        let _ = match lang {
+            Lang::En => write!(out, "\nname: {name}"),
+            Lang::Zh => write!(out, "\n名称：{name}"),
+        };
     }
-    match lang {
-        Lang::En => out.push_str(&format!("\naccount: {account}")),
-        Lang::Zh => out.push_str(&format!("\n账号：{account}")),
-    }
-    match (lang, who.role) {
-        (Lang::En, Some(role)) => out.push_str(&format!("\nrole: {}", role_name(lang, role))),
-        (Lang::Zh, Some(role)) => out.push_str(&format!("\n角色：{}", role_name(lang, role))),
-        (Lang::En, None) => out.push_str("\nrole: not an operator"),
-        (Lang::Zh, None) => out.push_str("\n角色：非操作员"),
-    }
+    let _ = match lang {
+        Lang::En => write!(out, "\naccount: {account}"),
+        Lang::Zh => write!(out, "\n账号：{account}"),
+    };
+    let _ = match (lang, who.role) {
+        (Lang::En, Some(role)) => write!(out, "\nrole: {}", role_name(lang, role)),
+        (Lang::Zh, Some(role)) => write!(out, "\n角色：{}", role_name(lang, role)),
+        (Lang::En, None) => write!(out, "\nrole: not an operator"),
+        (Lang::Zh, None) => write!(out, "\n角色：非操作员"),
+    };
     if who.role.is_none() {
         out.push('\n');
         out.push_str(&onboarding(lang, platform, user));

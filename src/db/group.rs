@@ -12,7 +12,9 @@
 //! returns once everything queued before it has been written, which is what graceful
 //! shutdown and tests wait for.
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
+use std::sync::{Arc, LazyLock, RwLock};
 use std::time::Duration;
 
 use sqlx::{AnyPool, Row};
@@ -343,6 +345,19 @@ async fn run_group(
 ) -> Result<Vec<bool>, sqlx::Error> {
     let mut inserted = vec![false; group.len()];
     let mut tx = pool.begin().await?;
+    let awaited = shapes
+        .iter()
+        .flat_map(|(_, members)| members)
+        .any(|&index| group[index].reply.is_some());
+    if backend == Backend::Postgres && !awaited {
+        // Nobody waits for these rows, and a crash of this process may lose them anyway
+        // (see `GroupCommit::queue`): the commit need not wait for its WAL flush, which the
+        // WAL writer does within a fraction of a second. Rows somebody waits for keep the
+        // server's setting, so their answer still means durable.
+        sqlx::query("SET LOCAL synchronous_commit = off")
+            .execute(&mut *tx)
+            .await?;
+    }
     for (shape, members) in shapes {
         let (_, _, unique) = *shape;
         let mut rest: &[usize] = members;
@@ -352,7 +367,7 @@ async fn run_group(
             // Which rows were new only matters to callers that wait for the answer; for
             // queued rows the database skips duplicates and nothing is read back.
             let answered = !unique.is_empty() && chunk.iter().any(|&i| group[i].reply.is_some());
-            let sql = insert_sql(*shape, backend, chunk.len(), answered);
+            let sql = cached_insert_sql(*shape, backend, chunk.len(), answered);
             let mut query = sqlx::query(&sql);
             for &index in chunk {
                 for param in &group[index].insert.values {
@@ -401,6 +416,27 @@ async fn run_group(
 fn statement_rows(remaining: usize) -> usize {
     let fits = 1 << remaining.max(1).ilog2();
     fits.min(MAX_ROWS_PER_STATEMENT)
+}
+
+/// [`insert_sql`], written once per shape, size and backend: a group is cut into
+/// statements of a handful of sizes, and writing a statement of a few thousand
+/// placeholders again for each of them was a measurable part of every grouped row's cost.
+fn cached_insert_sql(shape: Shape, backend: Backend, rows: usize, returning: bool) -> Arc<str> {
+    type Statements = HashMap<(Shape, Backend, usize, bool), Arc<str>>;
+    static STATEMENTS: LazyLock<RwLock<Statements>> = LazyLock::new(Default::default);
+    let key = (shape, backend, rows, returning);
+    if let Ok(statements) = STATEMENTS.read()
+        && let Some(sql) = statements.get(&key)
+    {
+        return sql.clone();
+    }
+    let sql: Arc<str> = insert_sql(shape, backend, rows, returning).into();
+    // The set is bounded: the shapes in the code times the power-of-two sizes. A poisoned
+    // lock only loses the caching.
+    if let Ok(mut statements) = STATEMENTS.write() {
+        statements.insert(key, sql.clone());
+    }
+    sql
 }
 
 /// The multi-row INSERT for `rows` rows of `shape`, returning the unique keys it inserted

@@ -12,6 +12,7 @@ mod group;
 pub mod testing;
 mod url;
 
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::Once;
@@ -28,7 +29,7 @@ static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("src/db/migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("src/db/migrations/postgres");
 
 /// Which database engine a [`Db`] talks to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Backend {
     Sqlite,
     Postgres,
@@ -53,8 +54,7 @@ impl Backend {
         match self {
             Backend::Sqlite => sql.push('?'),
             Backend::Postgres => {
-                sql.push('$');
-                sql.push_str(&number.to_string());
+                let _ = write!(sql, "${number}");
             }
         }
     }

@@ -1,8 +1,7 @@
 //! `/metrics` in the Prometheus text format, and the middleware that counts and times every
 //! HTTP request. Metric names and meanings live in [`crate::telemetry`].
 
-use std::collections::HashMap;
-use std::sync::RwLock;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -13,7 +12,7 @@ use axum::routing::get;
 use metrics::{Counter, Histogram};
 
 use crate::app::AppState;
-use crate::telemetry::{HTTP_REQUEST_DURATION_SECONDS, HTTP_REQUESTS_TOTAL};
+use crate::telemetry::{HTTP_REQUEST_DURATION_SECONDS, HTTP_REQUESTS_TOTAL, MetricHandles};
 
 /// The content type Prometheus expects for the text exposition format.
 pub const PROMETHEUS_CONTENT_TYPE: &str = "text/plain; version=0.0.4";
@@ -40,75 +39,64 @@ async fn render(State(state): State<AppState>) -> Response {
 /// request. The set is as bounded as the labels: routes x methods x statuses.
 #[derive(Debug, Default)]
 pub struct HttpMetrics {
-    routes: RwLock<HashMap<Box<str>, Vec<MethodMetrics>>>,
+    /// By method (the position of its label in [`METHOD_LABELS`]), then route.
+    durations: [MetricHandles<Box<str>, Histogram>; METHOD_LABELS.len()],
+    /// By method, then route, then status.
+    answered: [MetricHandles<Box<str>, Arc<ByStatus>>; METHOD_LABELS.len()],
 }
 
-#[derive(Debug)]
-struct MethodMetrics {
-    method: &'static str,
-    duration: Histogram,
-    answered: Vec<(StatusCode, Counter)>,
-}
+type ByStatus = MetricHandles<u16, Counter>;
 
 impl HttpMetrics {
     pub fn record(&self, method: &'static str, route: &str, status: StatusCode, elapsed: Duration) {
-        let seconds = elapsed.as_secs_f64();
-        if let Ok(routes) = self.routes.read()
-            && let Some(known) = routes
-                .get(route)
-                .and_then(|methods| methods.iter().find(|known| known.method == method))
-            && let Some((_, counter)) = known.answered.iter().find(|(known, _)| *known == status)
-        {
-            counter.increment(1);
-            known.duration.record(seconds);
-            return;
-        }
-        let counter = metrics::counter!(
-            HTTP_REQUESTS_TOTAL,
-            "method" => method,
-            "route" => route.to_string(),
-            "status" => status.as_str().to_string(),
+        let by_method = METHOD_LABELS
+            .iter()
+            .position(|label| *label == method)
+            .unwrap_or(METHOD_LABELS.len() - 1);
+        self.durations[by_method].with(
+            route,
+            || route.into(),
+            || metrics::histogram!(HTTP_REQUEST_DURATION_SECONDS, "method" => method, "route" => route.to_string()),
+            |duration| duration.record(elapsed.as_secs_f64()),
         );
-        counter.increment(1);
-        let Ok(mut routes) = self.routes.write() else {
-            // A panic elsewhere poisoned the cache: record through the registry instead.
-            metrics::histogram!(HTTP_REQUEST_DURATION_SECONDS, "method" => method, "route" => route.to_string())
-                .record(seconds);
-            return;
-        };
-        let methods = routes.entry(route.into()).or_default();
-        let position = match methods.iter().position(|known| known.method == method) {
-            Some(position) => position,
-            None => {
-                methods.push(MethodMetrics {
-                    method,
-                    duration: metrics::histogram!(
-                        HTTP_REQUEST_DURATION_SECONDS,
-                        "method" => method,
-                        "route" => route.to_string(),
-                    ),
-                    answered: Vec::new(),
-                });
-                methods.len() - 1
-            }
-        };
-        let known = &mut methods[position];
-        known.duration.record(seconds);
-        if !known.answered.iter().any(|(known, _)| *known == status) {
-            known.answered.push((status, counter));
-        }
+        self.answered[by_method].with(
+            route,
+            || route.into(),
+            Default::default,
+            |statuses| {
+                statuses.with(
+                    &status.as_u16(),
+                    || status.as_u16(),
+                    || {
+                        metrics::counter!(
+                            HTTP_REQUESTS_TOTAL,
+                            "method" => method,
+                            "route" => route.to_string(),
+                            "status" => status.as_str().to_string(),
+                        )
+                    },
+                    |counter| counter.increment(1),
+                );
+            },
+        );
     }
 }
 
+/// The `method` label values; anything else is counted as the last, `other`.
+const METHOD_LABELS: [&str; 8] = [
+    "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "other",
+];
+
 pub(super) fn method_label(method: &Method) -> &'static str {
-    match *method {
-        Method::GET => "GET",
-        Method::HEAD => "HEAD",
-        Method::POST => "POST",
-        Method::PUT => "PUT",
-        Method::PATCH => "PATCH",
-        Method::DELETE => "DELETE",
-        Method::OPTIONS => "OPTIONS",
-        _ => "other",
-    }
+    let index = match *method {
+        Method::GET => 0,
+        Method::HEAD => 1,
+        Method::POST => 2,
+        Method::PUT => 3,
+        Method::PATCH => 4,
+        Method::DELETE => 5,
+        Method::OPTIONS => 6,
+        _ => 7,
+    };
+    METHOD_LABELS[index]
 }

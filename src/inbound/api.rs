@@ -18,13 +18,13 @@ use axum::routing::post;
 use serde_json::json;
 
 use super::admission::Admission;
-use super::deferred::DeferredBot;
 use super::runtime::memory_key;
 use super::{
     ChatEvent, Reply, dingtalk, feishu_http, qq, shell, slack, standard, store, wechat_oa,
     wecom_aibot, wecom_app,
 };
 use crate::app::{AppState, Live};
+use crate::bot::Bot;
 use crate::rules::{InboundAccount, InboundPlatform};
 
 /// The largest callback body any platform sends us; the router's own limit is larger.
@@ -185,7 +185,9 @@ impl Callback<'_> {
 
     /// The bot's answer to one admitted chat message (commands, roles, audit, opt-out).
     pub async fn run_command(&self, event: &ChatEvent, admission: Admission) -> Vec<Reply> {
-        DeferredBot::new(self, admission).run(event).await
+        Bot::serving(self.state)
+            .handle_admitted(self.live, event, admission)
+            .await
     }
 
     /// Keeps a verified non-message event (read receipt, card click, send report) once

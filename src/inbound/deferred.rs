@@ -1,8 +1,8 @@
 //! The bot with the rules in force when a callback arrived and the message's admission,
 //! owned, so a command can run in a task of its own: after the HTTP answer
 //! (`Callback::reply_later`, for replies through an API) or beside a platform's deadline
-//! (WeCom/WeChat passive replies, Slack's three seconds). `Callback::run_command` is the
-//! in-line use of the same thing.
+//! (WeCom/WeChat passive replies, Slack's three seconds). `Callback::run_command` runs the
+//! same bot in line, borrowing what this owns.
 
 use std::sync::Arc;
 

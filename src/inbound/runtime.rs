@@ -2,10 +2,10 @@
 //! de-duplication, one HTTP client for reply APIs, a cache of platform access tokens, and
 //! a tracker of asynchronous replies so shutdown can let them finish.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashSet, VecDeque};
 use std::future::Future;
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::OnceCell;
@@ -14,7 +14,7 @@ use tokio_util::task::TaskTracker;
 use super::api::Verdict;
 use super::store;
 use crate::db::Db;
-use crate::telemetry::CALLBACKS_TOTAL;
+use crate::telemetry::{CALLBACKS_TOTAL, MetricHandles};
 
 /// How many recent event ids are remembered in memory (and loaded at start): a platform
 /// retries within minutes, and its time window refuses older replays anyway.
@@ -30,7 +30,7 @@ pub struct InboundRuntime {
     replies: TaskTracker,
     /// `qunfa_callbacks_total` by platform and verdict, kept after first use: looking a
     /// metric up in the registry builds and hashes its label set on every callback.
-    callback_counters: RwLock<HashMap<(&'static str, Verdict), metrics::Counter>>,
+    callback_counters: MetricHandles<(&'static str, Verdict), metrics::Counter>,
 }
 
 impl Default for InboundRuntime {
@@ -41,7 +41,7 @@ impl Default for InboundRuntime {
             http: crate::channels::http_client(Duration::from_secs(10)),
             tokens: TokenCache::default(),
             replies: TaskTracker::new(),
-            callback_counters: RwLock::default(),
+            callback_counters: MetricHandles::default(),
         }
     }
 }
@@ -112,18 +112,12 @@ impl InboundRuntime {
     /// Counts one callback in `qunfa_callbacks_total`.
     pub(crate) fn count_callback(&self, platform: &'static str, verdict: Verdict) {
         let key = (platform, verdict);
-        if let Ok(counters) = self.callback_counters.read()
-            && let Some(counter) = counters.get(&key)
-        {
-            counter.increment(1);
-            return;
-        }
-        let counter = metrics::counter!(CALLBACKS_TOTAL, "platform" => platform, "verdict" => verdict.as_str());
-        counter.increment(1);
-        // The set is bounded: platforms x verdicts. A poisoned lock only loses the caching.
-        if let Ok(mut counters) = self.callback_counters.write() {
-            counters.insert(key, counter);
-        }
+        self.callback_counters.with(
+            &key,
+            || key,
+            || metrics::counter!(CALLBACKS_TOTAL, "platform" => platform, "verdict" => verdict.as_str()),
+            |counter| counter.increment(1),
+        );
     }
 
     pub fn tokens(&self) -> &TokenCache {

@@ -129,6 +129,11 @@ pub(crate) mod test_secrets {
     }
 }
 
+/// `text` lowercased, without building a new string.
+fn folded(text: &str) -> impl Iterator<Item = char> + '_ {
+    text.chars().flat_map(char::to_lowercase)
+}
+
 /// The whole, validated rule set. Cheap to share behind an `Arc`; replaced as a whole on
 /// reload.
 #[derive(Debug, Clone)]
@@ -787,10 +792,19 @@ impl Rules {
     }
 
     /// Finds a command by its name or any alias, case-insensitively for ASCII names.
+    /// Every chat message that starts with a word asks this, so it neither allocates nor
+    /// lowercases every alias: a word typed as the name is found in the map, anything
+    /// else is compared case-folded on the fly.
     pub fn command(&self, name_or_alias: &str) -> Option<&CommandRule> {
-        let wanted = name_or_alias.to_lowercase();
+        if let Some(command) = self.commands.get(name_or_alias) {
+            return Some(command);
+        }
         self.commands.values().find(|command| {
-            command.name == wanted || command.aliases.iter().any(|a| a.to_lowercase() == wanted)
+            folded(name_or_alias).eq(command.name.chars())
+                || command
+                    .aliases
+                    .iter()
+                    .any(|alias| folded(alias).eq(folded(name_or_alias)))
         })
     }
 }
