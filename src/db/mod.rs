@@ -126,6 +126,8 @@ pub struct Db {
     /// Shared: a `Db` is cloned with every request's application state.
     url: Arc<DatabaseUrl>,
     grouped: GroupCommit,
+    /// PostgreSQL only: the group commit's connections for `COPY`, closed with the rest.
+    copier: Option<sqlx::PgPool>,
 }
 
 fn install_drivers() {
@@ -149,9 +151,25 @@ impl Db {
                         target: url.redacted(),
                         source,
                     })?;
+                // The group commit's `COPY` needs the PostgreSQL driver itself: `Any` has
+                // no copy protocol. As many connections as groups it writes at once.
+                let copier = sqlx::postgres::PgPoolOptions::new()
+                    .max_connections(2)
+                    .acquire_timeout(Duration::from_secs(10))
+                    .connect(&url.sqlx_url())
+                    .await
+                    .map_err(|source| DbError::ConnectPostgres {
+                        target: url.redacted(),
+                        source,
+                    })?;
                 Ok(Self {
                     backend: Backend::Postgres,
-                    grouped: GroupCommit::start(pool.clone(), Backend::Postgres),
+                    grouped: GroupCommit::start(
+                        pool.clone(),
+                        Backend::Postgres,
+                        Some(copier.clone()),
+                    ),
+                    copier: Some(copier),
                     writer: pool.clone(),
                     reader: pool,
                     url: Arc::new(url.clone()),
@@ -169,7 +187,8 @@ impl Db {
         let reader = sqlite_pool(&url.sqlx_url(), 4).await.map_err(open_error)?;
         Ok(Self {
             backend: Backend::Sqlite,
-            grouped: GroupCommit::start(writer.clone(), Backend::Sqlite),
+            grouped: GroupCommit::start(writer.clone(), Backend::Sqlite, None),
+            copier: None,
             writer,
             reader,
             url: Arc::new(url.clone()),
@@ -275,6 +294,9 @@ impl Db {
         }
         self.writer.close().await;
         self.reader.close().await;
+        if let Some(copier) = &self.copier {
+            copier.close().await;
+        }
     }
 }
 

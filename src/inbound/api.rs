@@ -239,7 +239,9 @@ async fn receive(
     Path(account_id): Path<String>,
     request: Request,
 ) -> Response {
-    let live = state.live();
+    // A guard rather than a clone of the `Arc`: every callback bumping and dropping the
+    // same reference count made the worker threads fight over its cache line.
+    let live = state.live.load();
     let Some(account) = live.rules.inbound_account(&account_id) else {
         state
             .inbound

@@ -5,6 +5,8 @@
 //! Robot callbacks are not encrypted (TLS only) and have no URL-verification handshake.
 //! `receive` is the handler the inbound framework calls for `dingtalk` accounts.
 
+use std::borrow::Cow;
+
 use axum::Json;
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
@@ -80,26 +82,34 @@ pub fn verify(
     Ok(())
 }
 
-/// The fields of a robot callback we use; DingTalk sends many more.
+/// The fields of a robot callback we use; DingTalk sends many more. Borrowed from the
+/// body where no escape forces a copy: only what the event keeps is copied.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct RobotMessage {
-    msg_id: String,
-    conversation_id: String,
+struct RobotMessage<'a> {
+    #[serde(borrow)]
+    msg_id: Cow<'a, str>,
+    #[serde(borrow)]
+    conversation_id: Cow<'a, str>,
     /// "1" = one to one, "2" = group (a string on the wire).
-    conversation_type: String,
-    sender_staff_id: Option<String>,
-    sender_id: Option<String>,
-    sender_nick: Option<String>,
-    #[serde(default)]
-    msgtype: String,
-    text: Option<RobotText>,
+    #[serde(borrow)]
+    conversation_type: Cow<'a, str>,
+    #[serde(borrow)]
+    sender_staff_id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    sender_id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    sender_nick: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    msgtype: Cow<'a, str>,
+    #[serde(borrow)]
+    text: Option<RobotText<'a>>,
 }
 
 #[derive(Debug, Deserialize)]
-struct RobotText {
-    #[serde(default)]
-    content: String,
+struct RobotText<'a> {
+    #[serde(default, borrow)]
+    content: Cow<'a, str>,
 }
 
 /// A verified callback, parsed.
@@ -127,18 +137,18 @@ impl Incoming {
 
 /// Parses the body of a verified callback.
 pub fn parse(body: &[u8], account: &str) -> Result<Incoming, DingtalkError> {
-    let message: RobotMessage =
+    let message: RobotMessage<'_> =
         serde_json::from_slice(body).map_err(|e| DingtalkError::Malformed(e.to_string()))?;
     if message.msg_id.trim().is_empty() {
         return Err(DingtalkError::Malformed("`msgId` is empty".into()));
     }
     if message.msgtype != "text" {
         return Ok(Incoming::Unsupported {
-            msg_id: message.msg_id,
-            msgtype: message.msgtype,
+            msg_id: message.msg_id.into_owned(),
+            msgtype: message.msgtype.into_owned(),
         });
     }
-    let chat_kind = match message.conversation_type.as_str() {
+    let chat_kind = match &*message.conversation_type {
         "1" => ChatKind::Direct,
         "2" => ChatKind::Group,
         other => {
@@ -151,8 +161,8 @@ pub fn parse(body: &[u8], account: &str) -> Result<Incoming, DingtalkError> {
     // encrypted id, the only one external users have.
     let staff_id = message.sender_staff_id.filter(|id| !id.is_empty());
     let sender = match (&staff_id, message.sender_id) {
-        (Some(staff), _) => staff.clone(),
-        (None, Some(id)) if !id.is_empty() => id,
+        (Some(staff), _) => staff.to_string(),
+        (None, Some(id)) if !id.is_empty() => id.into_owned(),
         _ => {
             return Err(DingtalkError::Malformed(
                 "neither `senderStaffId` nor `senderId` is set".into(),
@@ -165,16 +175,21 @@ pub fn parse(body: &[u8], account: &str) -> Result<Incoming, DingtalkError> {
         .map(|t| t.content.trim().to_string())
         .unwrap_or_default();
     Ok(Incoming::Message {
-        mention: staff_id.filter(|_| chat_kind == ChatKind::Group),
+        mention: staff_id
+            .filter(|_| chat_kind == ChatKind::Group)
+            .map(Cow::into_owned),
         event: ChatEvent {
             platform: "dingtalk".to_string(),
             account: account.to_string(),
-            chat: message.conversation_id,
+            chat: message.conversation_id.into_owned(),
             chat_kind,
             sender,
-            sender_name: message.sender_nick.filter(|n| !n.is_empty()),
+            sender_name: message
+                .sender_nick
+                .filter(|n| !n.is_empty())
+                .map(Cow::into_owned),
             text,
-            message_id: Some(message.msg_id),
+            message_id: Some(message.msg_id.into_owned()),
         },
     })
 }
