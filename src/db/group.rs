@@ -39,7 +39,7 @@ const GATHER_QUEUED_ROWS: Duration = Duration::from_millis(4);
 /// Grouped transactions in flight at once. SQLite has one writer, so a group waits for the
 /// previous one; on PostgreSQL the next group is written while the last one waits for its
 /// flush to disk. More than two only made the groups smaller and the server busier.
-fn groups_in_flight(backend: Backend) -> usize {
+pub(super) fn groups_in_flight(backend: Backend) -> usize {
     match backend {
         Backend::Sqlite => 1,
         Backend::Postgres => 2,

@@ -142,26 +142,24 @@ impl Db {
         match url {
             DatabaseUrl::Sqlite(path) => Self::connect_sqlite(url, path).await,
             DatabaseUrl::Postgres(_) => {
+                let connect_error = |source| DbError::ConnectPostgres {
+                    target: url.redacted(),
+                    source,
+                };
                 let pool = AnyPoolOptions::new()
                     .max_connections(16)
                     .acquire_timeout(Duration::from_secs(10))
                     .connect(&url.sqlx_url())
                     .await
-                    .map_err(|source| DbError::ConnectPostgres {
-                        target: url.redacted(),
-                        source,
-                    })?;
+                    .map_err(connect_error)?;
                 // The group commit's `COPY` needs the PostgreSQL driver itself: `Any` has
                 // no copy protocol. As many connections as groups it writes at once.
                 let copier = sqlx::postgres::PgPoolOptions::new()
-                    .max_connections(2)
+                    .max_connections(group::groups_in_flight(Backend::Postgres) as u32)
                     .acquire_timeout(Duration::from_secs(10))
                     .connect(&url.sqlx_url())
                     .await
-                    .map_err(|source| DbError::ConnectPostgres {
-                        target: url.redacted(),
-                        source,
-                    })?;
+                    .map_err(connect_error)?;
                 Ok(Self {
                     backend: Backend::Postgres,
                     grouped: GroupCommit::start(
