@@ -89,7 +89,7 @@ impl DeliverySetup for Setup {
 }
 
 struct Harness {
-    _db: TestDb,
+    test_db: TestDb,
     outbox: Outbox,
     clock: Arc<ManualClock>,
     channel: Arc<Batcher>,
@@ -110,7 +110,7 @@ async fn harness(db: TestDb, invalid: &[&str], limits: Limits) -> Harness {
     });
     let dispatcher = Dispatcher::new(outbox.clone(), setup, shared, "w".into());
     Harness {
-        _db: db,
+        test_db: db,
         outbox,
         clock,
         channel,
@@ -217,6 +217,8 @@ async fn calls_of_the_batch_size_and_the_undelivered_carry_on(db: TestDb) {
     // Nothing is due any more: no recipient is sent twice.
     assert_eq!(h.dispatcher.drain_due().await.unwrap(), 0);
     assert_eq!(h.calls().len(), 3);
+    // A PostgreSQL test database outlives the process unless it is dropped.
+    h.test_db.cleanup().await.unwrap();
 }
 
 #[tokio::test]
