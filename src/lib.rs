@@ -17,6 +17,7 @@ pub mod delivery;
 pub mod error;
 pub mod http;
 pub mod inbound;
+pub mod read_mostly;
 pub mod rules;
 pub mod shutdown;
 pub mod telemetry;

@@ -15,8 +15,8 @@ use crate::clock::SharedClock;
 use crate::db::Db;
 use crate::delivery::breaker::Breakers;
 use crate::inbound::{Admission, ChatEvent, Effects, Reply};
+use crate::read_mostly::ReadMostly;
 use crate::rules::{CommandRule, Rules};
-use crate::telemetry::MetricHandles;
 
 /// How close a typo must be to a command name to be offered as "did you mean"
 /// (normalised Damerau–Levenshtein similarity, 1.0 = identical). 0.5 catches one slip in
@@ -295,7 +295,7 @@ impl Bot {
         let callback_id = callback_id.as_ref().map(|id| id.event_id());
         let record = self.record(event, command, outcome);
         if let Err(error) = store::queue_audit(self.db(), record, callback_id).await {
-            tracing::error!(command, outcome = outcome.as_str(), %error, "could not queue a command audit row (nor so its callback id); answering anyway");
+            tracing::error!(command, outcome = outcome.as_str(), %error, "could not queue a command's audit row, which also records its callback id; answering anyway (a platform retry of this message would be answered again)");
         }
     }
 
@@ -325,7 +325,7 @@ fn count(command: &str, outcome: Outcome) {
     /// The counters already registered, per outcome, by command. The handles belong to
     /// the recorder installed when they were made: `serve` installs it before it answers
     /// anything.
-    static COUNTERS: LazyLock<[MetricHandles<Box<str>, metrics::Counter>; Outcome::ALL.len()]> =
+    static COUNTERS: LazyLock<[ReadMostly<Box<str>, metrics::Counter>; Outcome::ALL.len()]> =
         LazyLock::new(Default::default);
     // Unknown words are free text: one label value for all of them keeps the series bounded.
     let label = if outcome == Outcome::Unknown {

@@ -12,9 +12,8 @@
 //! returns once everything queued before it has been written, which is what graceful
 //! shutdown and tests wait for.
 
-use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::sync::{Arc, LazyLock, RwLock};
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use sqlx::{AnyPool, PgPool, Row};
@@ -22,6 +21,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 
 use super::Backend;
+use crate::read_mostly::ReadMostly;
 
 /// Most rows in one grouped transaction. Under load every transaction is this full, so it
 /// sets how many rows share one durable flush.
@@ -358,11 +358,8 @@ async fn copy_rows(
         copy_line(&mut data, &group[index].insert.values);
     }
     let mut tx = copier.begin().await?;
-    if !members.iter().any(|&index| group[index].reply.is_some()) {
-        // As in `run_group`: nobody waits for these rows.
-        sqlx::query("SET LOCAL synchronous_commit = off")
-            .execute(&mut *tx)
-            .await?;
+    if !awaited(group, members) {
+        sqlx::query(NO_FLUSH_WAIT).execute(&mut *tx).await?;
     }
     let statement = format!("COPY {table} ({}) FROM STDIN", columns.join(", "));
     let mut copy = tx.copy_in_raw(&statement).await?;
@@ -393,6 +390,7 @@ fn copy_line(line: &mut String, values: &[Param]) {
                         '\t' => line.push_str("\\t"),
                         '\n' => line.push_str("\\n"),
                         '\r' => line.push_str("\\r"),
+                        '\0' => line.push_str(POSTGRES_NUL),
                         other => line.push(other),
                     }
                 }
@@ -400,6 +398,24 @@ fn copy_line(line: &mut String, values: &[Param]) {
         }
     }
     line.push('\n');
+}
+
+/// What a NUL character in text becomes on PostgreSQL, whose text types cannot hold one:
+/// refused, it failed the whole statement, so one message with a NUL in its text lost the
+/// grouped rows of everyone else's messages beside it. SQLite stores it as it is.
+const POSTGRES_NUL: &str = "\u{FFFD}";
+
+/// For a PostgreSQL transaction of rows nobody waits for, which a crash of this process
+/// may lose anyway (see [`GroupCommit::queue`]): its commit need not wait for the WAL
+/// flush, which the WAL writer does within a fraction of a second. Rows somebody waits for
+/// keep the server's setting, so their answer still means durable.
+const NO_FLUSH_WAIT: &str = "SET LOCAL synchronous_commit = off";
+
+/// Whether anyone waits for one of the `members` rows of `group`.
+fn awaited<'a>(group: &[Pending], members: impl IntoIterator<Item = &'a usize>) -> bool {
+    members
+        .into_iter()
+        .any(|&index| group[index].reply.is_some())
 }
 
 fn lost(table: &'static str, error: &str) {
@@ -449,18 +465,8 @@ async fn run_group(
 ) -> Result<Vec<bool>, sqlx::Error> {
     let mut inserted = vec![false; group.len()];
     let mut tx = pool.begin().await?;
-    let awaited = shapes
-        .iter()
-        .flat_map(|(_, members)| members)
-        .any(|&index| group[index].reply.is_some());
-    if backend == Backend::Postgres && !awaited {
-        // Nobody waits for these rows, and a crash of this process may lose them anyway
-        // (see `GroupCommit::queue`): the commit need not wait for its WAL flush, which the
-        // WAL writer does within a fraction of a second. Rows somebody waits for keep the
-        // server's setting, so their answer still means durable.
-        sqlx::query("SET LOCAL synchronous_commit = off")
-            .execute(&mut *tx)
-            .await?;
+    if backend == Backend::Postgres && !awaited(group, shapes.iter().flat_map(|(_, m)| m)) {
+        sqlx::query(NO_FLUSH_WAIT).execute(&mut *tx).await?;
     }
     for (shape, members) in shapes {
         let (_, _, unique) = *shape;
@@ -477,6 +483,11 @@ async fn run_group(
                 for param in &group[index].insert.values {
                     query = match param {
                         Param::I64(value) => query.bind(*value),
+                        Param::Text(value)
+                            if backend == Backend::Postgres && value.contains('\0') =>
+                        {
+                            query.bind(value.replace('\0', POSTGRES_NUL))
+                        }
                         Param::Text(value) => query.bind(value.as_str()),
                         Param::Null => query.bind(None::<String>),
                     };
@@ -526,21 +537,15 @@ fn statement_rows(remaining: usize) -> usize {
 /// statements of a handful of sizes, and writing a statement of a few thousand
 /// placeholders again for each of them was a measurable part of every grouped row's cost.
 fn cached_insert_sql(shape: Shape, backend: Backend, rows: usize, returning: bool) -> Arc<str> {
-    type Statements = HashMap<(Shape, Backend, usize, bool), Arc<str>>;
-    static STATEMENTS: LazyLock<RwLock<Statements>> = LazyLock::new(Default::default);
+    type Statements = ReadMostly<(Shape, Backend, usize, bool), Arc<str>>;
+    static STATEMENTS: LazyLock<Statements> = LazyLock::new(Default::default);
     let key = (shape, backend, rows, returning);
-    if let Ok(statements) = STATEMENTS.read()
-        && let Some(sql) = statements.get(&key)
-    {
-        return sql.clone();
-    }
-    let sql: Arc<str> = insert_sql(shape, backend, rows, returning).into();
-    // The set is bounded: the shapes in the code times the power-of-two sizes. A poisoned
-    // lock only loses the caching.
-    if let Ok(mut statements) = STATEMENTS.write() {
-        statements.insert(key, sql.clone());
-    }
-    sql
+    STATEMENTS.with(
+        &key,
+        || key,
+        || insert_sql(shape, backend, rows, returning).into(),
+        Arc::clone,
+    )
 }
 
 /// The multi-row INSERT for `rows` rows of `shape`, returning the unique keys it inserted
@@ -778,6 +783,46 @@ mod tests {
         stored.sort();
         expected.sort();
         assert_eq!(stored, expected);
+        test_db.cleanup().await.unwrap();
+    }
+
+    /// One message with a NUL in its text must not cost the other rows of its group:
+    /// PostgreSQL's text types refuse the character, on the `COPY` path and the INSERT one.
+    #[tokio::test]
+    async fn a_nul_in_text_does_not_fail_the_group_on_postgres() {
+        let Some(test_db) = TestDb::postgres().await.unwrap() else {
+            return;
+        };
+        let audit = |chat: &str| Insert {
+            table: "command_audit",
+            columns: &[
+                "at", "platform", "account", "chat", "sender", "command", "outcome",
+            ],
+            unique: &[],
+            values: vec![
+                1i64.into(),
+                "p".into(),
+                "a".into(),
+                chat.into(),
+                "s".into(),
+                "/x".into(),
+                "unknown".into(),
+            ],
+        };
+        let grouped = test_db.db.grouped().clone();
+        grouped.queue(audit("before")).await.unwrap();
+        grouped.queue(audit("nul\0here")).await.unwrap();
+        grouped.queue(event("acct", "evt\0nul")).await.unwrap();
+        grouped.queue(audit("after")).await.unwrap();
+        assert!(grouped.insert(event("acct", "plain")).await.unwrap());
+        grouped.flush().await.unwrap();
+        let (chats,): (String,) =
+            sqlx::query_as("SELECT string_agg(chat, ',' ORDER BY id) FROM command_audit")
+                .fetch_one(test_db.db.reader())
+                .await
+                .unwrap();
+        assert_eq!(chats, "before,nul\u{FFFD}here,after");
+        assert_eq!(count(&test_db.db, "inbound_events").await, 2);
         test_db.cleanup().await.unwrap();
     }
 

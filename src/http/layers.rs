@@ -110,7 +110,7 @@ where
                 fresh
             }
         };
-        let method = super::metrics::method_label(request.method());
+        let method = super::metrics::MethodLabel::of(request.method());
         let route = request.extensions().get::<MatchedPath>().cloned();
         let setup = self.setup.clone();
         let started = Instant::now();

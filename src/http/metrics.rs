@@ -12,7 +12,8 @@ use axum::routing::get;
 use metrics::{Counter, Histogram};
 
 use crate::app::AppState;
-use crate::telemetry::{HTTP_REQUEST_DURATION_SECONDS, HTTP_REQUESTS_TOTAL, MetricHandles};
+use crate::read_mostly::ReadMostly;
+use crate::telemetry::{HTTP_REQUEST_DURATION_SECONDS, HTTP_REQUESTS_TOTAL};
 
 /// The content type Prometheus expects for the text exposition format.
 pub const PROMETHEUS_CONTENT_TYPE: &str = "text/plain; version=0.0.4";
@@ -40,19 +41,22 @@ async fn render(State(state): State<AppState>) -> Response {
 #[derive(Debug, Default)]
 pub struct HttpMetrics {
     /// By method (the position of its label in [`METHOD_LABELS`]), then route.
-    durations: [MetricHandles<Box<str>, Histogram>; METHOD_LABELS.len()],
+    durations: [ReadMostly<Box<str>, Histogram>; METHOD_LABELS.len()],
     /// By method, then route, then status.
-    answered: [MetricHandles<Box<str>, Arc<ByStatus>>; METHOD_LABELS.len()],
+    answered: [ReadMostly<Box<str>, Arc<ByStatus>>; METHOD_LABELS.len()],
 }
 
-type ByStatus = MetricHandles<u16, Counter>;
+type ByStatus = ReadMostly<u16, Counter>;
 
 impl HttpMetrics {
-    pub fn record(&self, method: &'static str, route: &str, status: StatusCode, elapsed: Duration) {
-        let by_method = METHOD_LABELS
-            .iter()
-            .position(|label| *label == method)
-            .unwrap_or(METHOD_LABELS.len() - 1);
+    pub(super) fn record(
+        &self,
+        method: MethodLabel,
+        route: &str,
+        status: StatusCode,
+        elapsed: Duration,
+    ) {
+        let (by_method, method) = (method.0, method.as_str());
         self.durations[by_method].with(
             route,
             || route.into(),
@@ -87,16 +91,26 @@ const METHOD_LABELS: [&str; 8] = [
     "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "other",
 ];
 
-pub(super) fn method_label(method: &Method) -> &'static str {
-    let index = match *method {
-        Method::GET => 0,
-        Method::HEAD => 1,
-        Method::POST => 2,
-        Method::PUT => 3,
-        Method::PATCH => 4,
-        Method::DELETE => 5,
-        Method::OPTIONS => 6,
-        _ => 7,
-    };
-    METHOD_LABELS[index]
+/// The `method` label of a request: its position in [`METHOD_LABELS`], so the metrics are
+/// found by index rather than by comparing label text.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct MethodLabel(usize);
+
+impl MethodLabel {
+    pub(super) fn of(method: &Method) -> Self {
+        Self(match *method {
+            Method::GET => 0,
+            Method::HEAD => 1,
+            Method::POST => 2,
+            Method::PUT => 3,
+            Method::PATCH => 4,
+            Method::DELETE => 5,
+            Method::OPTIONS => 6,
+            _ => 7,
+        })
+    }
+
+    fn as_str(self) -> &'static str {
+        METHOD_LABELS[self.0]
+    }
 }

@@ -14,7 +14,8 @@ use tokio_util::task::TaskTracker;
 use super::api::Verdict;
 use super::store;
 use crate::db::Db;
-use crate::telemetry::{CALLBACKS_TOTAL, MetricHandles};
+use crate::read_mostly::ReadMostly;
+use crate::telemetry::CALLBACKS_TOTAL;
 
 /// How many recent event ids are remembered in memory (and loaded at start): a platform
 /// retries within minutes, and its time window refuses older replays anyway.
@@ -30,7 +31,7 @@ pub struct InboundRuntime {
     replies: TaskTracker,
     /// `qunfa_callbacks_total` by platform and verdict, kept after first use: looking a
     /// metric up in the registry builds and hashes its label set on every callback.
-    callback_counters: MetricHandles<(&'static str, Verdict), metrics::Counter>,
+    callback_counters: ReadMostly<(&'static str, Verdict), metrics::Counter>,
 }
 
 impl Default for InboundRuntime {
@@ -41,7 +42,7 @@ impl Default for InboundRuntime {
             http: crate::channels::http_client(Duration::from_secs(10)),
             tokens: TokenCache::default(),
             replies: TaskTracker::new(),
-            callback_counters: MetricHandles::default(),
+            callback_counters: ReadMostly::default(),
         }
     }
 }
