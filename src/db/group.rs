@@ -596,6 +596,34 @@ mod tests {
         }
     }
 
+    /// An audit row as the bot queues it, with `chat` and `callback_id` to vary.
+    fn audit_row(chat: &str, callback_id: Option<&str>) -> Insert {
+        Insert {
+            table: "command_audit",
+            columns: &[
+                "at",
+                "platform",
+                "account",
+                "chat",
+                "sender",
+                "command",
+                "outcome",
+                "callback_id",
+            ],
+            unique: &[],
+            values: vec![
+                7i64.into(),
+                "p".into(),
+                "a".into(),
+                chat.into(),
+                "s".into(),
+                "whoami".into(),
+                "ok".into(),
+                callback_id.map_or(Param::Null, Param::from),
+            ],
+        }
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_writes_each_get_their_own_answer_after_commit() {
         let test_db = TestDb::sqlite().await.unwrap();
@@ -740,35 +768,11 @@ mod tests {
             "退订 \"quoted\" ,;|",
             "\\.",
         ];
-        let row = |chat: &str, callback: Option<&str>| Insert {
-            table: "command_audit",
-            columns: &[
-                "at",
-                "platform",
-                "account",
-                "chat",
-                "sender",
-                "command",
-                "outcome",
-                "callback_id",
-            ],
-            unique: &[],
-            values: vec![
-                7i64.into(),
-                "p".into(),
-                "a".into(),
-                chat.into(),
-                "s".into(),
-                "whoami".into(),
-                "ok".into(),
-                callback.map_or(Param::Null, Param::from),
-            ],
-        };
         let grouped = test_db.db.grouped().clone();
         for text in &texts[1..] {
-            grouped.queue(row(text, Some(text))).await.unwrap();
+            grouped.queue(audit_row(text, Some(text))).await.unwrap();
         }
-        assert!(grouped.insert(row(texts[0], None)).await.unwrap());
+        assert!(grouped.insert(audit_row(texts[0], None)).await.unwrap());
         grouped.flush().await.unwrap();
         let mut stored: Vec<(String, Option<String>)> =
             sqlx::query_as("SELECT chat, callback_id FROM command_audit ORDER BY id")
@@ -793,27 +797,11 @@ mod tests {
         let Some(test_db) = TestDb::postgres().await.unwrap() else {
             return;
         };
-        let audit = |chat: &str| Insert {
-            table: "command_audit",
-            columns: &[
-                "at", "platform", "account", "chat", "sender", "command", "outcome",
-            ],
-            unique: &[],
-            values: vec![
-                1i64.into(),
-                "p".into(),
-                "a".into(),
-                chat.into(),
-                "s".into(),
-                "/x".into(),
-                "unknown".into(),
-            ],
-        };
         let grouped = test_db.db.grouped().clone();
-        grouped.queue(audit("before")).await.unwrap();
-        grouped.queue(audit("nul\0here")).await.unwrap();
+        grouped.queue(audit_row("before", None)).await.unwrap();
+        grouped.queue(audit_row("nul\0here", None)).await.unwrap();
         grouped.queue(event("acct", "evt\0nul")).await.unwrap();
-        grouped.queue(audit("after")).await.unwrap();
+        grouped.queue(audit_row("after", None)).await.unwrap();
         assert!(grouped.insert(event("acct", "plain")).await.unwrap());
         grouped.flush().await.unwrap();
         let (chats,): (String,) =
